@@ -1,0 +1,47 @@
+/**
+ * The one storage interface. A `KV` maps opaque 32-byte keys (chunk ids) to opaque values
+ * (sealed chunks). Everything else — encryption, caching, the fan-out, retries, remote stores —
+ * is a `KV` wrapping other `KV`s. Optional capabilities are separate interfaces so a backend
+ * implements only what it really can.
+ *
+ * Contract (checked by test/compliance/kv.suite.ts):
+ * - `get` of an absent key rejects with BazilError NOT_FOUND.
+ * - `put` is idempotent: putting a key again (with the same value, as content addressing
+ *   guarantees) succeeds. A reader never sees a partially written value.
+ * - Every method honours `options.signal` and rejects with ABORTED once it fires.
+ */
+
+export interface KVOptions {
+  signal?: AbortSignal
+}
+
+export interface KV {
+  get: (key: Uint8Array, options?: KVOptions) => Promise<Uint8Array>
+  put: (key: Uint8Array, value: Uint8Array, options?: KVOptions) => Promise<void>
+}
+
+export interface KVHas {
+  has: (key: Uint8Array, options?: KVOptions) => Promise<boolean>
+}
+
+export interface KVDelete {
+  /** Deleting an absent key is not an error. */
+  delete: (key: Uint8Array, options?: KVOptions) => Promise<void>
+}
+
+export interface KVKeys {
+  keys: (options?: KVOptions) => AsyncIterable<Uint8Array>
+}
+
+export interface KVStat {
+  /** Number of objects and bytes held (as stored, i.e. sealed sizes). */
+  stat: (options?: KVOptions) => Promise<{ objects: number, bytes: number }>
+}
+
+export type FullKV = KV & KVHas & KVDelete & KVKeys & KVStat
+
+export function hasCapability<K extends keyof (KVHas & KVDelete & KVKeys & KVStat)> (
+  kv: KV, name: K
+): kv is KV & Pick<KVHas & KVDelete & KVKeys & KVStat, K> {
+  return typeof (kv as unknown as Record<string, unknown>)[name] === 'function'
+}
