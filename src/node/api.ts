@@ -1,0 +1,44 @@
+/**
+ * What a running node offers the control socket (and so the CLI). `src/node/node.ts` implements
+ * it; `src/node/control.ts` serves it over a unix socket in the data dir.
+ */
+
+export interface StatusReport {
+  home: string
+  volume: string
+  mount: string
+  pid: number
+  peerId: string
+  /** Content objects in the local store (chunks and manifest nodes). */
+  chunks: number
+  /** Bytes the local store holds (sealed, as on disk). */
+  storedBytes: number
+  /** Sum of the sizes of all files in the volume (before dedup and sealing). */
+  logicalBytes: number
+  files: number
+  directories: number
+  startedAt: string
+}
+
+export interface CheckProblem {
+  /** Hex chunk id. */
+  chunk: string
+  problem: 'missing' | 'corrupt'
+  /** Volume paths (from the root, e.g. "/a/b.txt") whose content includes the chunk. */
+  paths: string[]
+}
+
+export interface CheckReport {
+  files: number
+  chunksChecked: number
+  bytesChecked: number
+  problems: CheckProblem[]
+  ok: boolean
+}
+
+export interface NodeApi {
+  status: () => Promise<StatusReport>
+  check: (options?: { signal?: AbortSignal }) => Promise<CheckReport>
+  /** Unmounts cleanly and stops the node; resolves when done. */
+  stop: () => Promise<void>
+}
