@@ -1,0 +1,101 @@
+/**
+ * The content-addressed store: turns plaintext chunks into sealed objects under keyed ids and
+ * back. Writes are deduplicated (a chunk whose id the store already has is not sealed or sent
+ * again); every read opens and re-hashes (see seal.ts), so a bad object is a CORRUPT error and
+ * never wrong bytes. A small cache of opened chunks serves the read path.
+ */
+import { BazilError, ErrorCode, isBazilError } from '../errors.ts'
+import { hasCapability } from '../kv/kv.ts'
+import type { KV, KVOptions } from '../kv/kv.ts'
+import { chunkId, open, seal, toHex } from './seal.ts'
+import type { ContentKeys } from './keys.ts'
+import { logger } from '../util/log.ts'
+import { LruCache } from '../util/lru.ts'
+
+const log = logger('bazil:cas')
+
+export interface CasOptions {
+  /** Bytes of opened (plaintext) chunks kept for reads. */
+  cacheBytes?: number
+}
+
+export interface CasStats {
+  chunksWritten: number
+  bytesWritten: number
+  chunksDeduped: number
+}
+
+export class Cas {
+  readonly kv: KV
+  private readonly keys: ContentKeys
+  private readonly cache: LruCache<string, Uint8Array>
+  private readonly inflight = new Map<string, Promise<Uint8Array>>()
+  readonly stats: CasStats = { chunksWritten: 0, bytesWritten: 0, chunksDeduped: 0 }
+
+  constructor (kv: KV, keys: ContentKeys, options: CasOptions = {}) {
+    this.kv = kv
+    this.keys = keys
+    this.cache = new LruCache(options.cacheBytes ?? 64 * 1024 * 1024, v => v.byteLength)
+  }
+
+  /** Id of a plaintext without storing it. */
+  idOf (plain: Uint8Array): Uint8Array {
+    return chunkId(this.keys, plain)
+  }
+
+  /** Stores a plaintext chunk (once) and returns its id. */
+  async put (plain: Uint8Array, options?: KVOptions): Promise<Uint8Array> {
+    const id = chunkId(this.keys, plain)
+    await this.putWithId(id, plain, options)
+    return id
+  }
+
+  /** Stores a chunk whose id the caller already computed. */
+  async putWithId (id: Uint8Array, plain: Uint8Array, options?: KVOptions): Promise<void> {
+    if (hasCapability(this.kv, 'has') && await this.kv.has(id, options)) {
+      this.stats.chunksDeduped++
+      return
+    }
+    const sealed = seal(this.keys, id, plain)
+    await this.kv.put(id, sealed, options)
+    this.stats.chunksWritten++
+    this.stats.bytesWritten += sealed.byteLength
+  }
+
+  /** Fetches, opens and verifies a chunk. NOT_FOUND if absent, CORRUPT if it fails verification. */
+  async get (id: Uint8Array, options?: KVOptions): Promise<Uint8Array> {
+    const key = toHex(id)
+    const cached = this.cache.get(key)
+    if (cached !== undefined) return cached
+    let pending = this.inflight.get(key)
+    if (pending === undefined) {
+      pending = this.fetch(id, key, options).finally(() => this.inflight.delete(key))
+      this.inflight.set(key, pending)
+    }
+    return await pending
+  }
+
+  /** Reads and verifies a chunk, bypassing the cache (used by `bazil check`). */
+  async verify (id: Uint8Array, options?: KVOptions): Promise<number> {
+    const sealed = await this.kv.get(id, options)
+    return open(this.keys, id, sealed).byteLength
+  }
+
+  private async fetch (id: Uint8Array, key: string, options?: KVOptions): Promise<Uint8Array> {
+    let sealed: Uint8Array
+    try {
+      sealed = await this.kv.get(id, options)
+    } catch (err) {
+      if (isBazilError(err)) throw err
+      throw new BazilError(ErrorCode.IO, `reading chunk ${key}`, { cause: err })
+    }
+    try {
+      const plain = open(this.keys, id, sealed)
+      this.cache.set(key, plain)
+      return plain
+    } catch (err) {
+      log.error('chunk %s failed verification: %s', key, (err as Error).message)
+      throw err
+    }
+  }
+}

@@ -1,0 +1,191 @@
+/**
+ * Open files: handles (fh numbers given to the kernel), one OpenInode per open entry shared by
+ * its handles, the staging file that receives writes, and the commit that turns staged content
+ * into chunks and a new manifest. Each OpenInode has its own single-concurrency actor, so the
+ * writes, truncates, reads and commits of one file are ordered while other files go on.
+ */
+import { Actor } from '../actor/actor.ts'
+import { BazilError, ErrorCode } from '../errors.ts'
+import { ContentReader } from '../cas/manifest.ts'
+import { writeContent } from '../cas/writer.ts'
+import type { Cas } from '../cas/cas.ts'
+import { StagedFile } from './staging.ts'
+import type { Entry, MetaStore } from './meta.ts'
+import { logger } from '../util/log.ts'
+
+const log = logger('bazil:files')
+
+export interface OpenInode {
+  ino: number
+  handles: number
+  staged: StagedFile | null
+  /** Times of the latest write, kept in memory until the commit persists them. */
+  pendingMtimeMs: number | null
+  actor: Actor
+}
+
+interface Handle {
+  ino: number
+  flags: number
+}
+
+export interface OpenFilesDeps {
+  meta: MetaStore
+  cas: Cas
+  stagingDir: string
+  /** Runs fn inside the volume's metadata actor. */
+  inMeta: <T>(fn: () => Promise<T>) => Promise<T>
+  /** Called when an entry with no names has no handles left. */
+  reap: (ino: number) => Promise<void>
+}
+
+export class OpenFiles {
+  private readonly handles = new Map<number, Handle>()
+  private readonly inodes = new Map<number, OpenInode>()
+  private nextFh = 1
+
+  constructor (private readonly deps: OpenFilesDeps) {}
+
+  get openCount (): number { return this.handles.size }
+
+  isOpen (ino: number): boolean { return this.inodes.has(ino) }
+
+  /** The open state of an entry, if any (for size and times in getattr). */
+  inode (ino: number): OpenInode | undefined { return this.inodes.get(ino) }
+
+  openHandle (ino: number, flags: number): number {
+    let inode = this.inodes.get(ino)
+    if (inode === undefined) {
+      inode = { ino, handles: 0, staged: null, pendingMtimeMs: null, actor: new Actor({ name: `file ${ino}`, mailboxSize: 4096 }) }
+      this.inodes.set(ino, inode)
+    }
+    inode.handles++
+    let fh = this.nextFh++
+    if (fh > 0x7fffffff) { this.nextFh = 1; fh = this.nextFh++ }
+    this.handles.set(fh, { ino, flags })
+    return fh
+  }
+
+  handle (fh: number): { ino: number, inode: OpenInode } {
+    const handle = this.handles.get(fh)
+    const inode = handle === undefined ? undefined : this.inodes.get(handle.ino)
+    if (handle === undefined || inode === undefined) throw new BazilError(ErrorCode.BAD_HANDLE, `no open handle ${fh}`)
+    return { ino: handle.ino, inode }
+  }
+
+  async read (fh: number, buffer: Buffer, length: number, position: number): Promise<number> {
+    const { ino, inode } = this.handle(fh)
+    if (inode.staged !== null) {
+      return await inode.actor.ask(async () => {
+        if (inode.staged !== null) return await inode.staged.read(buffer, length, position)
+        return await this.readCommitted(this.deps.meta.get(ino), buffer, length, position)
+      })
+    }
+    return await this.readCommitted(this.deps.meta.get(ino), buffer, length, position)
+  }
+
+  async readCommitted (entry: Entry, buffer: Buffer, length: number, position: number): Promise<number> {
+    const n = Math.max(0, Math.min(length, entry.size - position))
+    if (n === 0) return 0
+    if (entry.content == null) {
+      buffer.fill(0, 0, n)
+      return n
+    }
+    await new ContentReader(this.deps.cas, entry.content, entry.size).read(position, n, buffer, 0)
+    return n
+  }
+
+  async write (fh: number, buffer: Buffer, length: number, position: number): Promise<number> {
+    const { ino, inode } = this.handle(fh)
+    return await inode.actor.ask(async () => {
+      const staged = await this.stage(ino, inode)
+      const n = await staged.write(buffer, length, position)
+      inode.pendingMtimeMs = Date.now()
+      return n
+    })
+  }
+
+  /** Truncates an entry through its open state (opening a temporary one if needed). */
+  async truncate (ino: number, size: number, fh?: number): Promise<void> {
+    const temporary = fh === undefined && !this.inodes.has(ino)
+    const tempFh = temporary ? this.openHandle(ino, 0) : undefined
+    const inode = this.inodes.get(ino) as OpenInode
+    try {
+      await inode.actor.ask(async () => {
+        const staged = await this.stage(ino, inode)
+        await staged.truncate(size)
+        inode.pendingMtimeMs = Date.now()
+      })
+      if (temporary) await this.commit(ino)
+    } finally {
+      if (tempFh !== undefined) await this.release(tempFh)
+    }
+  }
+
+  /** Turns staged content into chunks and a manifest and records it; `sync` makes it durable. */
+  async commit (ino: number, options: { sync?: boolean } = {}): Promise<void> {
+    const inode = this.inodes.get(ino)
+    if (inode === undefined) return
+    await inode.actor.ask(async () => {
+      const staged = inode.staged
+      const mtime = inode.pendingMtimeMs
+      if (staged === null || (!staged.dirty && mtime === null)) {
+        if (options.sync === true) await this.deps.inMeta(async () => { await this.deps.meta.commit(this.deps.meta.change(), { sync: true }) })
+        return
+      }
+      const size = staged.size
+      const content = staged.dirty ? await writeContent(this.deps.cas, size, async (o, l, t) => { await staged.readAt(o, l, t) }) : undefined
+      await this.deps.inMeta(async () => {
+        const entry = this.deps.meta.entries.get(ino)
+        if (entry === undefined) return
+        const change = this.deps.meta.change()
+        const next: Entry = { ...entry }
+        if (content !== undefined) { next.size = size; next.content = content }
+        if (mtime !== null) { next.mtimeMs = mtime; next.ctimeMs = Math.max(mtime, entry.ctimeMs) }
+        change.putEntry(next)
+        await this.deps.meta.commit(change, { sync: options.sync })
+      })
+      inode.pendingMtimeMs = null
+      if (content !== undefined) await staged.rebase(content === null ? null : new ContentReader(this.deps.cas, content, size))
+      log('committed entry %d: %d bytes', ino, size)
+    })
+  }
+
+  async release (fh: number): Promise<void> {
+    const { ino, inode } = this.handle(fh)
+    this.handles.delete(fh)
+    inode.handles--
+    if (inode.handles > 0) return
+    try {
+      await this.commit(ino)
+    } finally {
+      if (inode.handles === 0) {
+        this.inodes.delete(ino)
+        await inode.staged?.close()
+        await inode.actor.stop()
+        const entry = this.deps.meta.entries.get(ino)
+        if (entry !== undefined && entry.nlink === 0) await this.deps.reap(ino)
+      }
+    }
+  }
+
+  /** Commits every open file (used by stop and by fsync of the whole volume). */
+  async commitAll (options: { sync?: boolean } = {}): Promise<void> {
+    for (const ino of [...this.inodes.keys()]) await this.commit(ino, options)
+  }
+
+  /** Forgets a pending mtime (utimens by the user overrides the write time). */
+  clearPendingTimes (ino: number): void {
+    const inode = this.inodes.get(ino)
+    if (inode !== undefined) inode.pendingMtimeMs = null
+  }
+
+  private async stage (ino: number, inode: OpenInode): Promise<StagedFile> {
+    if (inode.staged === null) {
+      const entry = this.deps.meta.get(ino)
+      const base = entry.content == null ? null : new ContentReader(this.deps.cas, entry.content, entry.size)
+      inode.staged = await StagedFile.create(this.deps.stagingDir, base, entry.size)
+    }
+    return inode.staged
+  }
+}

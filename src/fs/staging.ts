@@ -1,0 +1,155 @@
+/**
+ * A file being written: its new bytes live in a sparse staging file on disk (never in RAM),
+ * on top of the content it had when writing began (the base, read from the CAS). Extents
+ * record which ranges the staging file holds; `baseLimit` hides base bytes cut off by a
+ * truncate. Reading merges the three sources: staged bytes, base bytes, zeros.
+ */
+import { open } from 'node:fs/promises'
+import type { FileHandle } from 'node:fs/promises'
+import { join } from 'node:path'
+import { randomBytes } from 'node:crypto'
+import { unlink } from 'node:fs/promises'
+import { fromSystemError } from '../errors.ts'
+import type { ContentReader } from '../cas/manifest.ts'
+
+type Extent = [start: number, end: number]
+
+export class StagedFile {
+  size: number
+  private baseLimit: number
+  private extents: Extent[] = []
+
+  private constructor (
+    private readonly handle: FileHandle,
+    private readonly path: string,
+    private base: ContentReader | null,
+    baseSize: number
+  ) {
+    this.size = baseSize
+    this.baseLimit = baseSize
+  }
+
+  static async create (stagingDir: string, base: ContentReader | null, baseSize: number): Promise<StagedFile> {
+    const path = join(stagingDir, `${Date.now()}-${randomBytes(6).toString('hex')}`)
+    try {
+      const handle = await open(path, 'w+', 0o600)
+      return new StagedFile(handle, path, base, baseSize)
+    } catch (err) {
+      throw fromSystemError(err, 'creating a staging file')
+    }
+  }
+
+  /** True when the content differs from the base (written or truncated). */
+  get dirty (): boolean {
+    return this.extents.length > 0 || this.baseLimit !== this.size || (this.base?.size ?? 0) !== this.size
+  }
+
+  async write (buffer: Uint8Array, length: number, position: number): Promise<number> {
+    try {
+      await this.handle.write(buffer, 0, length, position)
+    } catch (err) {
+      throw fromSystemError(err, 'writing to a staging file')
+    }
+    this.addExtent(position, position + length)
+    if (position + length > this.size) this.size = position + length
+    return length
+  }
+
+  async truncate (size: number): Promise<void> {
+    if (size < this.size) {
+      this.baseLimit = Math.min(this.baseLimit, size)
+      this.extents = this.extents.filter(([start]) => start < size).map(([start, end]) => [start, Math.min(end, size)])
+      try {
+        await this.handle.truncate(size)
+      } catch (err) {
+        throw fromSystemError(err, 'truncating a staging file')
+      }
+    }
+    this.size = size
+  }
+
+  /** Reads up to length bytes at position (clipped to the size); returns the count. */
+  async read (target: Uint8Array, length: number, position: number): Promise<number> {
+    const n = Math.max(0, Math.min(length, this.size - position))
+    if (n > 0) await this.readAt(position, n, target)
+    return n
+  }
+
+  /** Fills target[0..length) with content [offset, offset+length); the range must lie within size. */
+  async readAt (offset: number, length: number, target: Uint8Array): Promise<void> {
+    const end = offset + length
+    let pos = offset
+    for (const [start, stop] of this.extents) {
+      if (stop <= pos) continue
+      if (start >= end) break
+      if (start > pos) {
+        await this.readBase(pos, start - pos, target, pos - offset)
+        pos = start
+      }
+      const n = Math.min(stop, end) - pos
+      await this.readStaged(pos, n, target, pos - offset)
+      pos += n
+    }
+    if (pos < end) await this.readBase(pos, end - pos, target, pos - offset)
+  }
+
+  /** After a commit: the committed content becomes the base and the staging file empties. */
+  async rebase (base: ContentReader | null): Promise<void> {
+    this.base = base
+    this.baseLimit = this.size
+    this.extents = []
+    try {
+      await this.handle.truncate(0)
+    } catch (err) {
+      throw fromSystemError(err, 'truncating a staging file')
+    }
+  }
+
+  async close (): Promise<void> {
+    await this.handle.close().catch(() => {})
+    await unlink(this.path).catch(() => {})
+  }
+
+  private async readStaged (pos: number, n: number, target: Uint8Array, at: number): Promise<void> {
+    let done = 0
+    while (done < n) {
+      const { bytesRead } = await this.handle.read(target, at + done, n - done, pos + done)
+      if (bytesRead === 0) {
+        target.fill(0, at + done, at + n)
+        return
+      }
+      done += bytesRead
+    }
+  }
+
+  private async readBase (pos: number, n: number, target: Uint8Array, at: number): Promise<void> {
+    const fromBase = this.base === null ? 0 : Math.max(0, Math.min(n, this.baseLimit - pos))
+    if (fromBase > 0) await (this.base as ContentReader).read(pos, fromBase, target, at)
+    if (fromBase < n) target.fill(0, at + fromBase, at + n)
+  }
+
+  private addExtent (start: number, end: number): void {
+    const last = this.extents[this.extents.length - 1]
+    if (last === undefined || start > last[1]) {
+      this.extents.push([start, end])
+      return
+    }
+    if (start >= last[0]) {
+      last[1] = Math.max(last[1], end)
+      return
+    }
+    // Out of order write: merge into the sorted list.
+    const merged: Extent[] = []
+    let cur: Extent = [start, end]
+    let placed = false
+    for (const ext of this.extents) {
+      if (ext[1] < cur[0]) merged.push(ext)
+      else if (ext[0] > cur[1]) {
+        if (!placed) { merged.push(cur); placed = true }
+        merged.push(ext)
+      } else cur = [Math.min(cur[0], ext[0]), Math.max(cur[1], ext[1])]
+    }
+    if (!placed) merged.push(cur)
+    this.extents = merged
+  }
+}

@@ -1,0 +1,101 @@
+/**
+ * Wires one node together: the local chunk store, the CAS over it, the metadata store, the
+ * volume and its FUSE mount, and the reports the control socket serves. This is the only place
+ * that picks concrete pieces.
+ */
+import { readdir, rm } from 'node:fs/promises'
+import { join } from 'node:path'
+import { LocalStore } from '../kv/local.ts'
+import { Cas } from '../cas/cas.ts'
+import { deriveContentKeys } from '../cas/keys.ts'
+import { MetaStore } from '../fs/meta.ts'
+import { Volume } from '../fs/volume.ts'
+import { mountVolume } from '../fs/fuse.ts'
+import type { Mount } from '../fs/fuse.ts'
+import type { Home } from './home.ts'
+import type { CheckReport, NodeApi, StatusReport } from './api.ts'
+import { checkVolume, volumeStats } from './check.ts'
+import { logger } from '../util/log.ts'
+
+const log = logger('bazil:node')
+
+export interface StartOptions {
+  home: Home
+  mount: string
+  signal?: AbortSignal
+}
+
+export interface RunningNode extends NodeApi {
+  volume: Volume
+  closed: Promise<void>
+}
+
+export async function startNode (options: StartOptions): Promise<RunningNode> {
+  const { home } = options
+  await clearStaging(home.stagingDir)
+  const store = await LocalStore.open(home.storeDir)
+  const cas = new Cas(store, deriveContentKeys(home.ownerSecret))
+  const owner = { uid: process.getuid?.() ?? 0, gid: process.getgid?.() ?? 0 }
+  const meta = await MetaStore.open(home.dbDir, owner)
+  const volume = new Volume({ meta, cas, stagingDir: home.stagingDir, storeDir: home.storeDir, owner })
+  await volume.recover()
+  let mount: Mount
+  try {
+    mount = await mountVolume(volume, options.mount, { fsname: `bazil:${home.volume.name}` })
+  } catch (err) {
+    await meta.close()
+    await store.close()
+    throw err
+  }
+  log('mounted volume %s at %s', home.volume.name, options.mount)
+  const startedAt = new Date().toISOString()
+
+  let resolveClosed: () => void = () => {}
+  const closed = new Promise<void>(resolve => { resolveClosed = resolve })
+  let stopping: Promise<void> | undefined
+
+  const stop = async (): Promise<void> => {
+    stopping ??= (async () => {
+      try {
+        await mount.unmount()
+      } catch (err) {
+        log.error('unmount failed: %s', (err as Error).message)
+      }
+      await volume.close()
+      await meta.close()
+      await store.close()
+      log('stopped')
+      resolveClosed()
+    })()
+    await stopping
+  }
+
+  const status = async (): Promise<StatusReport> => {
+    const stored = await store.stat()
+    const stats = volumeStats(volume)
+    return {
+      home: home.dir,
+      volume: home.volume.name,
+      mount: options.mount,
+      pid: process.pid,
+      peerId: home.identity.peerId,
+      chunks: stored.objects,
+      storedBytes: stored.bytes,
+      logicalBytes: stats.logicalBytes,
+      files: stats.files,
+      directories: stats.directories,
+      startedAt
+    }
+  }
+
+  const check = async (checkOptions?: { signal?: AbortSignal }): Promise<CheckReport> =>
+    await checkVolume(volume, cas, checkOptions)
+
+  return { volume, closed, stop, status, check }
+}
+
+/** Staging files of a previous run hold nothing committed: remove them. */
+async function clearStaging (dir: string): Promise<void> {
+  const names = await readdir(dir).catch(() => [] as string[])
+  await Promise.all(names.map(async name => { await rm(join(dir, name), { force: true, recursive: true }) }))
+}

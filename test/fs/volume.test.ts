@@ -1,0 +1,112 @@
+import { describe, it, expect } from 'vitest'
+import { randomBytes } from 'node:crypto'
+import { openTestVolume } from '../helpers/volume.ts'
+import { isBazilError } from '../../src/errors.ts'
+import type { ErrorCode } from '../../src/errors.ts'
+import type { Volume } from '../../src/fs/volume.ts'
+
+const code = (c: ErrorCode) => (e: unknown) => isBazilError(e, c)
+
+async function writeFile (v: Volume, path: string, data: Buffer): Promise<void> {
+  const fh = await v.create(path, 0o644)
+  await v.write(fh, data, data.length, 0)
+  await v.release(fh)
+}
+
+async function readFile (v: Volume, path: string): Promise<Buffer> {
+  const attr = await v.getattr(path)
+  const fh = await v.open(path, 0)
+  const buf = Buffer.alloc(attr.size)
+  let pos = 0
+  while (pos < attr.size) {
+    const n = await v.read(fh, buf.subarray(pos), Math.min(131072, attr.size - pos), pos)
+    if (n === 0) break
+    pos += n
+  }
+  await v.release(fh)
+  return buf
+}
+
+describe('Volume (no FUSE)', () => {
+  it('writes, reads back and keeps content across a reopen', async () => {
+    const t = await openTestVolume()
+    const big = randomBytes(5 * 1024 * 1024 + 123)
+    await t.volume.mkdir('/d', 0o755)
+    await writeFile(t.volume, '/d/big', big)
+    await writeFile(t.volume, '/small', Buffer.from('hello'))
+    expect((await readFile(t.volume, '/d/big')).equals(big)).toBe(true)
+    const again = await t.reopen()
+    expect((await readFile(again.volume, '/d/big')).equals(big)).toBe(true)
+    expect((await readFile(again.volume, '/small')).toString()).toBe('hello')
+    expect((await again.volume.getattr('/d')).nlink).toBe(2)
+    expect((await again.volume.getattr('/')).nlink).toBe(3)
+  })
+
+  it('overwrites in the middle, extends with a hole, truncates', async () => {
+    const { volume } = await openTestVolume()
+    const base = randomBytes(3 * 1024 * 1024)
+    await writeFile(volume, '/f', base)
+    const fh = await volume.open('/f', 2)
+    await volume.write(fh, Buffer.from('XYZ'), 3, 1000)
+    await volume.write(fh, Buffer.from('end'), 3, 4 * 1024 * 1024)
+    await volume.release(fh)
+    const expected = Buffer.alloc(4 * 1024 * 1024 + 3)
+    base.copy(expected)
+    expected.write('XYZ', 1000)
+    expected.write('end', 4 * 1024 * 1024)
+    expect((await readFile(volume, '/f')).equals(expected)).toBe(true)
+    await volume.truncate('/f', 10)
+    expect((await readFile(volume, '/f')).equals(expected.subarray(0, 10))).toBe(true)
+    await volume.truncate('/f', 20)
+    expect((await readFile(volume, '/f')).equals(Buffer.concat([expected.subarray(0, 10), Buffer.alloc(10)]))).toBe(true)
+  })
+
+  it('follows the POSIX rename rules', async () => {
+    const { volume } = await openTestVolume()
+    await volume.mkdir('/a', 0o755)
+    await volume.mkdir('/b', 0o755)
+    await volume.mkdir('/b/full', 0o755)
+    await writeFile(volume, '/b/full/x', Buffer.from('x'))
+    await writeFile(volume, '/f', Buffer.from('f'))
+    await expect(volume.rename('/a', '/b/full')).rejects.toSatisfy(code('NOT_EMPTY'))
+    await expect(volume.rename('/f', '/a')).rejects.toSatisfy(code('IS_DIR'))
+    await expect(volume.rename('/a', '/f')).rejects.toSatisfy(code('NOT_DIR'))
+    await expect(volume.rename('/b', '/b/full/inside')).rejects.toSatisfy(code('INVALID'))
+    const ino = (await volume.getattr('/a')).ino
+    await volume.rename('/a', '/b/a2')
+    expect((await volume.getattr('/b/a2')).ino).toBe(ino)
+    expect((await volume.getattr('/')).nlink).toBe(3)
+    expect((await volume.getattr('/b')).nlink).toBe(4)
+    await writeFile(volume, '/g', Buffer.from('g'))
+    await volume.rename('/g', '/f')
+    expect((await readFile(volume, '/f')).toString()).toBe('g')
+    await expect(volume.getattr('/g')).rejects.toSatisfy(code('NOT_FOUND'))
+  })
+
+  it('keeps an unlinked open file readable, and hard links share content', async () => {
+    const { volume } = await openTestVolume()
+    await writeFile(volume, '/f', Buffer.from('data'))
+    await volume.link('/f', '/g')
+    expect((await volume.getattr('/f')).nlink).toBe(2)
+    const fh = await volume.open('/f', 0)
+    await volume.unlink('/f')
+    await volume.unlink('/g')
+    const buf = Buffer.alloc(4)
+    expect(await volume.read(fh, buf, 4, 0)).toBe(4)
+    expect(buf.toString()).toBe('data')
+    expect((await volume.fgetattr('/f', fh)).nlink).toBe(0)
+    await volume.release(fh)
+    expect(volume.meta.entries.size).toBe(1)
+  })
+
+  it('stores xattrs with create/replace flags', async () => {
+    const { volume } = await openTestVolume()
+    await writeFile(volume, '/f', Buffer.from(''))
+    await volume.setxattr('/f', 'user.a', Buffer.from('1'), 0)
+    await expect(volume.setxattr('/f', 'user.a', Buffer.from('2'), 1)).rejects.toSatisfy(code('EXISTS'))
+    await expect(volume.setxattr('/f', 'user.b', Buffer.from('2'), 2)).rejects.toSatisfy(code('NO_ATTR'))
+    expect(await volume.listxattr('/f')).toEqual(['user.a'])
+    await volume.removexattr('/f', 'user.a')
+    await expect(volume.getxattr('/f', 'user.a')).rejects.toSatisfy(code('NO_ATTR'))
+  })
+})
