@@ -140,7 +140,7 @@ export class ContentReader {
   constructor (private readonly cas: Cas, private readonly ref: ContentRef, readonly size: number) {}
 
   /** Copies content[offset, offset+length) into target at targetOffset; bytes past the content read as zeros. */
-  async read (offset: number, length: number, target: Uint8Array, targetOffset: number, options?: KVOptions): Promise<void> {
+  async read (offset: number, length: number, target: Uint8Array, targetOffset: number, options?: KVOptions & { prefetch?: boolean }): Promise<void> {
     let pos = offset
     const end = offset + length
     while (pos < end) {
@@ -161,6 +161,20 @@ export class ContentReader {
       }
       pos += n
     }
+    if (options?.prefetch === true) this.prefetch(end)
+  }
+
+  /** Starts fetching the chunk holding `pos` and the one after it (sequential reads ask for them next). */
+  private prefetch (pos: number): void {
+    const fetch = async (): Promise<void> => {
+      const here = await this.locate(pos)
+      if (here === null) return
+      const next = await this.locate(here.start + here.chunkLength)
+      for (const found of [here, next]) {
+        if (found !== null && !isZeroId(found.id)) await this.cas.get(found.id)
+      }
+    }
+    fetch().catch(() => {})
   }
 
   private async locate (pos: number, options?: KVOptions): Promise<{ id: Uint8Array, start: number, chunkLength: number } | null> {

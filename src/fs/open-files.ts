@@ -91,7 +91,7 @@ export class OpenFiles {
       buffer.fill(0, 0, n)
       return n
     }
-    await new ContentReader(this.deps.cas, entry.content, entry.size).read(position, n, buffer, 0)
+    await new ContentReader(this.deps.cas, entry.content, entry.size).read(position, n, buffer, 0, { prefetch: true })
     return n
   }
 

@@ -1,0 +1,333 @@
+/**
+ * The local disk store: one file per object, written atomically and durably, with every KV
+ * capability. The embedded default store of a node (arena packing comes later).
+ *
+ * On-disk layout under `dir` (one LocalStore per dir; the daemon's data-dir lock ensures it):
+ *
+ *   dir/objects/<hh>/<rest>   an object; <hh><rest> is the lowercase hex of its key, <hh> the
+ *                             first byte. A shard dir <hh> is made on its first put. The file
+ *                             holds the value's bytes exactly, nothing else.
+ *   dir/tmp/<hex>.<pid>.<n>   a put in progress; anything here on open is a crash leftover and
+ *                             is removed.
+ *
+ * A put writes the temp file, fdatasyncs it, renames it into place (the commit point: a reader
+ * sees either no object or the whole one) and fsyncs the shard dir. Dir fsyncs are group
+ * committed: puts whose rename lands while a sync of their dir is running share the next one.
+ * `fsync: false` skips both syncs (atomic, not durable across a power cut).
+ *
+ * Keys are 2–127 bytes (chunk ids are 32), so a file name stays under 255 bytes.
+ */
+import { mkdir, open, readdir, readFile, rename, rm, stat, unlink } from 'node:fs/promises'
+import { join } from 'node:path'
+import { BazilError, ErrorCode, fromSystemError, throwIfAborted } from '../errors.ts'
+import { logger } from '../util/log.ts'
+import type { FullKV, KVOptions } from './kv.ts'
+
+const log = logger('bazil:kv')
+
+export interface LocalStoreOptions {
+  /** fsync objects and dirs so a resolved put survives a power cut. Default true. */
+  fsync?: boolean
+}
+
+const MIN_KEY_BYTES = 2
+const MAX_KEY_BYTES = 127
+
+export class LocalStore implements FullKV {
+  readonly dir: string
+  readonly #objects: string
+  readonly #tmp: string
+  readonly #fsync: boolean
+  readonly #dirSync = new GroupDirSync()
+  /** Every operation in progress (with its shard creations and dir syncs), for close(). */
+  readonly #pending = new Set<Promise<unknown>>()
+  /** Puts in progress by key hex, so a second put or a delete of the same key waits for it. */
+  readonly #inflight = new Map<string, Promise<void>>()
+  /** Shard dirs known to exist (and be durable) or being made, by name. */
+  readonly #shardReady = new Map<string, Promise<void>>()
+  #objectCount = 0
+  #byteCount = 0
+  #tmpSeq = 0
+  #closed = false
+
+  private constructor (dir: string, fsync: boolean) {
+    this.dir = dir
+    this.#objects = join(dir, 'objects')
+    this.#tmp = join(dir, 'tmp')
+    this.#fsync = fsync
+  }
+
+  static async open (dir: string, options: LocalStoreOptions = {}): Promise<LocalStore> {
+    const store = new LocalStore(dir, options.fsync ?? true)
+    try {
+      await store.#prepare()
+    } catch (err) {
+      throw fromSystemError(err, `open local store ${dir}`)
+    }
+    return store
+  }
+
+  /** Refuses new calls with CLOSED, then waits for every operation in progress to finish. */
+  async close (): Promise<void> {
+    this.#closed = true
+    while (this.#pending.size > 0) await Promise.allSettled([...this.#pending])
+  }
+
+  async get (key: Uint8Array, options?: KVOptions): Promise<Uint8Array> {
+    const hex = this.#enter(key, options)
+    return await this.#track((async () => {
+      try {
+        return await readFile(this.#objectPath(hex), { signal: options?.signal })
+      } catch (err) {
+        throw toKVError(err, `get ${hex}`)
+      }
+    })())
+  }
+
+  async put (key: Uint8Array, value: Uint8Array, options?: KVOptions): Promise<void> {
+    const hex = this.#enter(key, options)
+    for (let running = this.#inflight.get(hex); running !== undefined; running = this.#inflight.get(hex)) {
+      await raceAbort(running.catch(() => {}), options?.signal)
+    }
+    this.#checkOpen(options)
+    const done = this.#track(this.#put(hex, value, options?.signal))
+    this.#inflight.set(hex, done)
+    try {
+      await done
+    } finally {
+      this.#inflight.delete(hex)
+    }
+  }
+
+  async has (key: Uint8Array, options?: KVOptions): Promise<boolean> {
+    const hex = this.#enter(key, options)
+    return await this.#track((async () => {
+      try {
+        await stat(this.#objectPath(hex))
+        return true
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code === 'ENOENT') return false
+        throw toKVError(err, `has ${hex}`)
+      }
+    })())
+  }
+
+  async delete (key: Uint8Array, options?: KVOptions): Promise<void> {
+    const hex = this.#enter(key, options)
+    const running = this.#inflight.get(hex)
+    if (running !== undefined) await raceAbort(running.catch(() => {}), options?.signal)
+    this.#checkOpen(options)
+    await this.#track(this.#delete(hex))
+  }
+
+  async * keys (options?: KVOptions): AsyncIterable<Uint8Array> {
+    this.#checkOpen(options)
+    const shards = await this.#track(this.#shards().catch((err: unknown) => { throw toKVError(err, 'list shards') }))
+    for (const shard of shards) {
+      this.#checkOpen(options)
+      const names = await this.#track(readdir(join(this.#objects, shard)).catch((err: unknown) => {
+        throw toKVError(err, `list shard ${shard}`)
+      }))
+      for (const name of names) {
+        if (isObjectName(name)) yield Buffer.from(shard + name, 'hex')
+      }
+    }
+  }
+
+  async stat (options?: KVOptions): Promise<{ objects: number, bytes: number }> {
+    this.#checkOpen(options)
+    return { objects: this.#objectCount, bytes: this.#byteCount }
+  }
+
+  async #delete (hex: string): Promise<void> {
+    const path = this.#objectPath(hex)
+    try {
+      const { size } = await stat(path)
+      await unlink(path)
+      this.#objectCount--
+      this.#byteCount -= size
+      if (this.#fsync) await this.#dirSync.sync(this.#shardDir(hex))
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return
+      throw toKVError(err, `delete ${hex}`)
+    }
+  }
+
+  async #put (hex: string, value: Uint8Array, signal: AbortSignal | undefined): Promise<void> {
+    const path = this.#objectPath(hex)
+    try {
+      await stat(path)
+      return // already stored: content addressing makes the value the same
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw toKVError(err, `put ${hex}`)
+    }
+    const temp = join(this.#tmp, `${hex}.${process.pid}.${this.#tmpSeq++}`)
+    const shardReady = this.#shard(hex)
+    try {
+      const file = await open(temp, 'wx', 0o600)
+      try {
+        await file.writeFile(value, { signal })
+        if (this.#fsync) await file.datasync()
+      } finally {
+        await file.close()
+      }
+      await shardReady
+      throwIfAborted(signal)
+      await rename(temp, path) // the commit point: no abort past here
+    } catch (err) {
+      await rm(temp, { force: true }).catch((rmErr: unknown) => { log.error('removing %s: %O', temp, rmErr) })
+      throw toKVError(err, `put ${hex}`)
+    }
+    this.#objectCount++
+    this.#byteCount += value.byteLength
+    if (this.#fsync) {
+      try {
+        await this.#dirSync.sync(this.#shardDir(hex))
+      } catch (err) {
+        throw toKVError(err, `put ${hex}: sync dir`)
+      }
+    }
+  }
+
+  async #prepare (): Promise<void> {
+    await mkdir(this.#tmp, { recursive: true, mode: 0o700 })
+    const leftovers = await readdir(this.#tmp)
+    await Promise.all(leftovers.map(async name => { await rm(join(this.#tmp, name), { recursive: true, force: true }) }))
+    await mkdir(this.#objects, { recursive: true, mode: 0o700 })
+    if (this.#fsync) {
+      await Promise.all([this.dir, this.#objects, this.#tmp].map(async dir => { await fsyncDir(dir) }))
+    }
+    for (const shard of await this.#shards()) {
+      this.#shardReady.set(shard, Promise.resolve())
+      const names = (await readdir(join(this.#objects, shard))).filter(isObjectName)
+      const sizes = await Promise.all(names.map(async name => (await stat(join(this.#objects, shard, name))).size))
+      this.#objectCount += sizes.length
+      for (const size of sizes) this.#byteCount += size
+    }
+    log('opened %s: %d objects, %d bytes, removed %d temp files',
+      this.dir, this.#objectCount, this.#byteCount, leftovers.length)
+  }
+
+  async #shards (): Promise<string[]> {
+    return (await readdir(this.#objects)).filter(name => /^[0-9a-f]{2}$/.test(name)).sort()
+  }
+
+  #objectPath (hex: string): string {
+    return join(this.#objects, hex.slice(0, 2), hex.slice(2))
+  }
+
+  #shardDir (hex: string): string {
+    return join(this.#objects, hex.slice(0, 2))
+  }
+
+  /**
+   * Makes the key's shard dir on first use; it is durable in objects/ before any put in it
+   * resolves. Returns the shared promise itself, which already has a handler, so a put that
+   * fails before awaiting it leaves no unhandled rejection.
+   */
+  #shard (hex: string): Promise<void> {
+    const name = hex.slice(0, 2)
+    let ready = this.#shardReady.get(name)
+    if (ready === undefined) {
+      ready = this.#track((async () => {
+        await mkdir(join(this.#objects, name), { recursive: true, mode: 0o700 })
+        if (this.#fsync) await this.#dirSync.sync(this.#objects)
+      })())
+      this.#shardReady.set(name, ready)
+      void ready.catch(() => { this.#shardReady.delete(name) }) // let the next put try again
+    }
+    return ready
+  }
+
+  #checkOpen (options: KVOptions | undefined): void {
+    if (this.#closed) throw new BazilError(ErrorCode.CLOSED, `local store ${this.dir} is closed`)
+    throwIfAborted(options?.signal)
+  }
+
+  /** Keeps `op` in #pending until it settles; returns it unchanged. */
+  #track<T> (op: Promise<T>): Promise<T> {
+    this.#pending.add(op)
+    void op.then(() => { this.#pending.delete(op) }, () => { this.#pending.delete(op) })
+    return op
+  }
+
+  /** Checks state, signal and key; returns the key's hex. */
+  #enter (key: Uint8Array, options: KVOptions | undefined): string {
+    this.#checkOpen(options)
+    if (key.byteLength < MIN_KEY_BYTES || key.byteLength > MAX_KEY_BYTES) {
+      throw new BazilError(ErrorCode.INVALID, `key of ${key.byteLength} bytes (want ${MIN_KEY_BYTES}–${MAX_KEY_BYTES})`)
+    }
+    return Buffer.from(key.buffer, key.byteOffset, key.byteLength).toString('hex')
+  }
+}
+
+/**
+ * Group commit of directory fsyncs: a caller whose change is already in a directory waits for
+ * the next fsync of that directory that starts after its call; all callers waiting on one dir
+ * share that fsync. One batch runs at a time; the next takes everything that queued meanwhile.
+ */
+class GroupDirSync {
+  #waiting = new Map<string, Array<{ resolve: () => void, reject: (err: unknown) => void }>>()
+  #running = false
+
+  async sync (dir: string): Promise<void> {
+    await new Promise<void>((resolve, reject) => {
+      const waiters = this.#waiting.get(dir)
+      if (waiters === undefined) this.#waiting.set(dir, [{ resolve, reject }])
+      else waiters.push({ resolve, reject })
+      if (!this.#running) void this.#run()
+    })
+  }
+
+  async #run (): Promise<void> {
+    this.#running = true
+    while (this.#waiting.size > 0) {
+      const batch = this.#waiting
+      this.#waiting = new Map()
+      await Promise.all([...batch].map(async ([dir, waiters]) => {
+        try {
+          await fsyncDir(dir)
+          for (const waiter of waiters) waiter.resolve()
+        } catch (err) {
+          for (const waiter of waiters) waiter.reject(err)
+        }
+      }))
+    }
+    this.#running = false
+  }
+}
+
+async function fsyncDir (dir: string): Promise<void> {
+  const handle = await open(dir, 'r')
+  try {
+    await handle.sync()
+  } finally {
+    await handle.close()
+  }
+}
+
+function isObjectName (name: string): boolean {
+  return name.length >= 2 && name.length % 2 === 0 && /^[0-9a-f]+$/.test(name)
+}
+
+/** Waits for `promise` unless `signal` fires first (then ABORTED; the promise runs on). */
+async function raceAbort (promise: Promise<void>, signal: AbortSignal | undefined): Promise<void> {
+  if (signal === undefined) { await promise; return }
+  throwIfAborted(signal)
+  let onAbort = (): void => {}
+  try {
+    await Promise.race([promise, new Promise<never>((_resolve, reject) => {
+      onAbort = () => { reject(new BazilError(ErrorCode.ABORTED, 'operation aborted', { cause: signal.reason })) }
+      signal.addEventListener('abort', onAbort, { once: true })
+    })])
+  } finally {
+    signal.removeEventListener('abort', onAbort)
+  }
+}
+
+function toKVError (err: unknown, what: string): BazilError {
+  if ((err as Error)?.name === 'AbortError') {
+    return new BazilError(ErrorCode.ABORTED, `${what}: aborted`, { cause: err })
+  }
+  return fromSystemError(err, what)
+}
