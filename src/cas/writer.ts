@@ -2,6 +2,10 @@
  * Streams file content into the CAS: reads the source in large blocks, cuts it with the
  * content-defined chunker, stores each chunk (a few puts in flight so sealing overlaps disk
  * I/O), turns all-zero chunks into holes, and builds the manifest tree.
+ *
+ * `ContentBuilder` works incrementally: `feed` may be called as a file grows (it consumes
+ * whole chunks only and leaves the unfinished tail for the next call), so a long sequential
+ * write is chunked while it is still arriving; `writeContent` is the one-shot form.
  */
 import { throwIfAborted } from '../errors.ts'
 import type { KVOptions } from '../kv/kv.ts'
@@ -21,50 +25,85 @@ export interface WriteContentOptions extends KVOptions {
   params?: ChunkerParams
 }
 
+export class ContentBuilder {
+  /** Source bytes already cut into chunks. */
+  offset = 0
+  private readonly entries: ManifestEntry[] = []
+  private readonly inflight = new Set<Promise<void>>()
+  private failure: unknown
+  private readonly params: ChunkerParams
+  private buf: Buffer | null = null
+
+  constructor (private readonly cas: Cas, params?: ChunkerParams) {
+    this.params = params ?? DEFAULT_CHUNKER_PARAMS
+  }
+
+  /** Cuts and stores chunks of source [offset, upTo); without eof the last partial chunk waits. */
+  async feed (readAt: ReadAt, upTo: number, eof: boolean, options: KVOptions = {}): Promise<void> {
+    const blockSize = Math.max(8 * 1024 * 1024, this.params.maxSize * 2)
+    this.buf ??= Buffer.allocUnsafe(blockSize)
+    const buf = this.buf
+    let filled = 0
+    while (this.offset < upTo) {
+      throwIfAborted(options.signal)
+      const want = Math.min(blockSize - filled, upTo - (this.offset + filled))
+      if (want > 0) {
+        await readAt(this.offset + filled, want, buf.subarray(filled, filled + want))
+        filled += want
+      }
+      const atEnd = this.offset + filled >= upTo
+      let start = 0
+      for (;;) {
+        const n = nextChunkLength(buf, start, filled, eof && atEnd, this.params)
+        if (n <= 0) break
+        // Copied: buf is reused for the next block while puts are in flight.
+        this.store(Buffer.from(buf.subarray(start, start + n)), options)
+        start += n
+        if (this.inflight.size >= MAX_PUTS_IN_FLIGHT) await Promise.race(this.inflight)
+        if (this.failure !== undefined) throw this.failure
+      }
+      buf.copy(buf, 0, start, filled)
+      filled -= start
+      this.offset += start
+      if (atEnd) break
+    }
+  }
+
+  /** Waits for every put and builds the tree. Call after a feed with eof. */
+  async finish (options: KVOptions = {}): Promise<ContentRef | null> {
+    await Promise.all(this.inflight)
+    if (this.failure !== undefined) throw this.failure
+    this.buf = null
+    return await buildTree(this.cas, this.entries, options)
+  }
+
+  /** Stops early: waits for puts in flight so nothing runs on after the caller gives up. */
+  async abandon (): Promise<void> {
+    await Promise.all(this.inflight)
+    this.buf = null
+  }
+
+  private store (chunk: Buffer, options: KVOptions): void {
+    if (isAllZero(chunk)) {
+      this.entries.push({ id: ZERO_ID, length: chunk.byteLength })
+      return
+    }
+    const id = this.cas.idOf(chunk)
+    this.entries.push({ id, length: chunk.byteLength })
+    const put = this.cas.putWithId(id, chunk, options).catch(err => { this.failure ??= err })
+    this.inflight.add(put)
+    void put.finally(() => this.inflight.delete(put))
+  }
+}
+
 export async function writeContent (cas: Cas, size: number, readAt: ReadAt, options: WriteContentOptions = {}): Promise<ContentRef | null> {
   if (size === 0) return null
-  const params = options.params ?? DEFAULT_CHUNKER_PARAMS
-  const blockSize = Math.max(8 * 1024 * 1024, params.maxSize * 2)
-  const buf = Buffer.allocUnsafe(blockSize)
-  const entries: ManifestEntry[] = []
-  const inflight = new Set<Promise<void>>()
-  let failure: unknown
-  let filled = 0 // bytes of buf holding unconsumed source
-  let consumedTo = 0 // source offset of buf[0]
-  while (consumedTo < size) {
-    throwIfAborted(options.signal)
-    const want = Math.min(blockSize - filled, size - (consumedTo + filled))
-    if (want > 0) {
-      await readAt(consumedTo + filled, want, buf.subarray(filled, filled + want))
-      filled += want
-    }
-    const eof = consumedTo + filled >= size
-    let start = 0
-    for (;;) {
-      const n = nextChunkLength(buf, start, filled, eof, params)
-      if (n <= 0) break
-      // The chunk's bytes are copied: buf is reused for the next block while puts are in flight.
-      const chunk = Buffer.from(buf.subarray(start, start + n))
-      start += n
-      if (isAllZero(chunk)) {
-        entries.push({ id: ZERO_ID, length: n })
-        continue
-      }
-      const id = cas.idOf(chunk)
-      entries.push({ id, length: n })
-      const put = cas.putWithId(id, chunk, options).catch(err => { failure ??= err })
-      inflight.add(put)
-      void put.finally(() => inflight.delete(put))
-      if (inflight.size >= MAX_PUTS_IN_FLIGHT) await Promise.race(inflight)
-      if (failure !== undefined) break
-    }
-    if (failure !== undefined) break
-    buf.copy(buf, 0, start, filled)
-    filled -= start
-    consumedTo += start
-    if (eof && filled === 0) break
+  const builder = new ContentBuilder(cas, options.params)
+  try {
+    await builder.feed(readAt, size, true, options)
+  } catch (err) {
+    await builder.abandon()
+    throw err
   }
-  await Promise.all(inflight)
-  if (failure !== undefined) throw failure
-  return await buildTree(cas, entries, options)
+  return await builder.finish(options)
 }

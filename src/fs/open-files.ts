@@ -7,10 +7,11 @@
 import { Actor } from '../actor/actor.ts'
 import { BazilError, ErrorCode } from '../errors.ts'
 import { ContentReader } from '../cas/manifest.ts'
-import { writeContent } from '../cas/writer.ts'
+import { ContentBuilder, writeContent } from '../cas/writer.ts'
 import type { Cas } from '../cas/cas.ts'
 import { StagedFile } from './staging.ts'
 import type { Entry, MetaStore } from './meta.ts'
+import type { ContentRef } from '../cas/manifest.ts'
 import { logger } from '../util/log.ts'
 
 const log = logger('bazil:files')
@@ -22,7 +23,22 @@ export interface OpenInode {
   /** Times of the latest write, kept in memory until the commit persists them. */
   pendingMtimeMs: number | null
   actor: Actor
+  eager: EagerCommit | null
 }
+
+/**
+ * Chunking that runs while a file is still being written sequentially from 0, so the commit
+ * at close only has the tail left. Any write or truncate below what it has read invalidates it.
+ */
+interface EagerCommit {
+  builder: ContentBuilder
+  readUpTo: number
+  running: Promise<void> | null
+  valid: boolean
+}
+
+/** Staged bytes that accumulate before eager chunking starts on them. */
+const EAGER_STEP = 32 * 1024 * 1024
 
 interface Handle {
   ino: number
@@ -56,7 +72,7 @@ export class OpenFiles {
   openHandle (ino: number, flags: number): number {
     let inode = this.inodes.get(ino)
     if (inode === undefined) {
-      inode = { ino, handles: 0, staged: null, pendingMtimeMs: null, actor: new Actor({ name: `file ${ino}`, mailboxSize: 4096 }) }
+      inode = { ino, handles: 0, staged: null, pendingMtimeMs: null, eager: null, actor: new Actor({ name: `file ${ino}`, mailboxSize: 4096 }) }
       this.inodes.set(ino, inode)
     }
     inode.handles++
@@ -101,6 +117,7 @@ export class OpenFiles {
       const staged = await this.stage(ino, inode)
       const n = await staged.write(buffer, length, position)
       inode.pendingMtimeMs = Date.now()
+      this.advanceEager(inode, staged, position)
       return n
     })
   }
@@ -115,6 +132,7 @@ export class OpenFiles {
         const staged = await this.stage(ino, inode)
         await staged.truncate(size)
         inode.pendingMtimeMs = Date.now()
+        if (inode.eager !== null && size < inode.eager.readUpTo) inode.eager.valid = false
       })
       if (temporary) await this.commit(ino)
     } finally {
@@ -134,7 +152,7 @@ export class OpenFiles {
         return
       }
       const size = staged.size
-      const content = staged.dirty ? await writeContent(this.deps.cas, size, async (o, l, t) => { await staged.readAt(o, l, t) }) : undefined
+      const content = staged.dirty ? await this.chunk(inode, staged) : undefined
       await this.deps.inMeta(async () => {
         const entry = this.deps.meta.entries.get(ino)
         if (entry === undefined) return
@@ -178,6 +196,41 @@ export class OpenFiles {
   clearPendingTimes (ino: number): void {
     const inode = this.inodes.get(ino)
     if (inode !== undefined) inode.pendingMtimeMs = null
+  }
+
+  private advanceEager (inode: OpenInode, staged: StagedFile, position: number): void {
+    if (!staged.stagedOnly) {
+      if (inode.eager !== null) inode.eager.valid = false
+      return
+    }
+    inode.eager ??= { builder: new ContentBuilder(this.deps.cas), readUpTo: 0, running: null, valid: true }
+    const eager = inode.eager
+    if (position < eager.readUpTo) eager.valid = false
+    if (!eager.valid || eager.running !== null || staged.size - eager.builder.offset < EAGER_STEP) return
+    const upTo = staged.size
+    eager.readUpTo = upTo
+    eager.running = eager.builder.feed(async (o, l, t) => { await staged.readAt(o, l, t) }, upTo, false)
+      .catch(err => {
+        log('eager chunking of entry %d stopped: %s', inode.ino, (err as Error).message)
+        eager.valid = false
+      })
+      .finally(() => { eager.running = null })
+  }
+
+  /** Chunks the staged content, finishing the eager work when it is still valid. */
+  private async chunk (inode: OpenInode, staged: StagedFile): Promise<ContentRef | null> {
+    const eager = inode.eager
+    inode.eager = null
+    const readAt = async (o: number, l: number, t: Buffer): Promise<void> => { await staged.readAt(o, l, t) }
+    if (eager !== null) {
+      await eager.running
+      if (eager.valid && staged.stagedOnly && staged.size >= eager.builder.offset) {
+        await eager.builder.feed(readAt, staged.size, true)
+        return await eager.builder.finish()
+      }
+      await eager.builder.abandon()
+    }
+    return await writeContent(this.deps.cas, staged.size, readAt)
   }
 
   private async stage (ino: number, inode: OpenInode): Promise<StagedFile> {

@@ -44,6 +44,12 @@ export class StagedFile {
     return this.extents.length > 0 || this.baseLimit !== this.size || (this.base?.size ?? 0) !== this.size
   }
 
+  /** True when every byte of the content is in the staging file (a new or emptied file written from 0 without gaps). */
+  get stagedOnly (): boolean {
+    const first = this.extents[0]
+    return this.baseLimit === 0 && this.extents.length === 1 && first !== undefined && first[0] === 0 && first[1] === this.size
+  }
+
   async write (buffer: Uint8Array, length: number, position: number): Promise<number> {
     try {
       await this.handle.write(buffer, 0, length, position)

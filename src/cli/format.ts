@@ -1,0 +1,57 @@
+/**
+ * How the CLI shows things to people: human sizes, and the text forms of the status and check
+ * reports. Pure functions returning strings; printing happens in the commands.
+ */
+import type { CheckReport, StatusReport } from '../node/api.ts'
+
+const UNITS = ['B', 'KiB', 'MiB', 'GiB', 'TiB', 'PiB'] as const
+
+/** 0 B, 999 B, 1.5 KiB, 12.3 MiB, 120 GiB: binary units, three significant digits at most. */
+export function humanBytes (bytes: number): string {
+  let value = bytes
+  let unit = 0
+  while (Math.abs(value) >= 1024 && unit < UNITS.length - 1) {
+    value /= 1024
+    unit++
+  }
+  const digits = unit === 0 || Math.abs(value) >= 100 ? 0 : Math.abs(value) >= 10 ? 1 : 2
+  const fixed = value.toFixed(digits)
+  const text = digits > 0 ? fixed.replace(/\.?0+$/, '') : fixed
+  return `${unit === 0 ? bytes : text} ${UNITS[unit] ?? 'B'}`
+}
+
+export function formatCount (n: number): string {
+  return n.toLocaleString('en-US')
+}
+
+export function formatStatus (status: StatusReport): string {
+  return table([
+    ['volume', status.volume],
+    ['mount', status.mount],
+    ['data dir', status.home],
+    ['pid', String(status.pid)],
+    ['peer id', status.peerId],
+    ['started', status.startedAt],
+    ['files', formatCount(status.files)],
+    ['dirs', formatCount(status.directories)],
+    ['logical', `${humanBytes(status.logicalBytes)} (sum of file sizes)`],
+    ['stored', `${humanBytes(status.storedBytes)} in ${formatCount(status.chunks)} chunks (local store, sealed)`]
+  ])
+}
+
+export function formatCheck (report: CheckReport): string {
+  const lines: string[] = []
+  for (const problem of report.problems) {
+    const where = problem.paths.length > 0 ? problem.paths.join(', ') : '(no file refers to it)'
+    lines.push(`${problem.problem} chunk ${problem.chunk}: ${where}`)
+  }
+  const checked = `checked ${formatCount(report.files)} files: ${formatCount(report.chunksChecked)} chunks, ${humanBytes(report.bytesChecked)}`
+  const count = report.problems.length
+  lines.push(report.ok && count === 0 ? `${checked}; no problems` : `${checked}; ${count} problem${count === 1 ? '' : 's'}`)
+  return lines.join('\n')
+}
+
+function table (rows: Array<[string, string]>): string {
+  const width = Math.max(...rows.map(([key]) => key.length))
+  return rows.map(([key, value]) => `${key.padEnd(width)}  ${value}`).join('\n')
+}

@@ -1,0 +1,96 @@
+/**
+ * The `bazil` command line: builds the commander program (commands, options, help) and runs it,
+ * turning every outcome into an exit code — 0 ok, 1 failure, 2 usage, 3 not initialized,
+ * 4 not running — with human sentences on stderr and no stack trace unless DEBUG is set.
+ */
+import { readFileSync } from 'node:fs'
+import { Command, CommanderError } from 'commander'
+import type { GlobalOptions, JsonOption, StartOptions } from './commands.ts'
+import { ExitCode, describeError, exitCodeFor } from './exit.ts'
+
+const HELP_FOOTER = `
+Environment:
+  BAZIL_HOME   the data dir (default ~/.local/share/bazil); --home overrides it
+  BAZIL_MOUNT  where \`bazil start\` mounts the volume (default ~/bazil)
+  DEBUG        e.g. DEBUG=bazil:* for logs and stack traces
+
+Exit codes: 0 ok, 1 failure (or problems found), 2 usage error, 3 no data dir, 4 not running.`
+
+export async function main (argv: string[]): Promise<number> {
+  let exitCode: number = ExitCode.OK
+  const program = buildProgram(code => { exitCode = code })
+  try {
+    await program.parseAsync(argv)
+    return exitCode
+  } catch (err) {
+    if (err instanceof CommanderError) {
+      // commander has printed its own message (or the help) already.
+      if (err.exitCode === 0) return ExitCode.OK
+      // After a full help text (no command given), a pointer to it would only repeat it.
+      if (err.code !== 'commander.help') process.stderr.write('Run `bazil --help` for usage, or `bazil COMMAND --help` for one command.\n')
+      return ExitCode.USAGE
+    }
+    process.stderr.write(describeError(err) + '\n')
+    return exitCodeFor(err)
+  }
+}
+
+/** Commands load on first use, so `--help` and usage errors stay quick. */
+const commands = async (): Promise<typeof import('./commands.ts')> => await import('./commands.ts')
+
+export function buildProgram (setExitCode: (code: number) => void): Command {
+  const program = new Command('bazil')
+  program
+    .description('Bazil: one file system across all your computers, mounted with FUSE.')
+    .version(readVersion(), '-V, --version', 'print the version')
+    .helpOption('-h, --help', 'show help')
+    .helpCommand('help [command]', 'show help for a command')
+    .option('--home <dir>', 'data dir (default: $BAZIL_HOME or ~/.local/share/bazil)')
+    .exitOverride()
+    .configureOutput({ outputError: (text, write) => { write(`bazil: ${text.replace(/^error: /, '')}`) } })
+    .showSuggestionAfterError(true)
+    .addHelpText('after', HELP_FOOTER)
+
+  const globals = (command: Command): GlobalOptions => command.optsWithGlobals<GlobalOptions>()
+  const run = (action: (command: Command) => Promise<number>) => async (...args: unknown[]): Promise<void> => {
+    // commander passes (options, command) to actions of commands without arguments.
+    setExitCode(await action(args[args.length - 1] as Command))
+  }
+
+  program.command('init')
+    .description('create a data dir: node identity, owner secret and an empty volume')
+    .option('--json', 'print the result as JSON')
+    .action(run(async command => await (await commands()).initCommand(globals(command), command.opts<JsonOption>())))
+
+  program.command('start')
+    .description('start the daemon and mount the volume (in the background unless --foreground)')
+    .option('--mount <dir>', 'where to mount the volume (default: $BAZIL_MOUNT or ~/bazil; created if missing)')
+    .option('--foreground', 'run in this terminal until Ctrl-C instead of in the background')
+    .option('--init', 'initialize the data dir first if it is not yet')
+    .action(run(async command => await (await commands()).startCommand(globals(command), command.opts<StartOptions>())))
+
+  program.command('stop')
+    .description('unmount the volume and stop the daemon')
+    .action(run(async command => await (await commands()).stopCommand(globals(command))))
+
+  program.command('status')
+    .description('show the running node: volume, mount, peer id, and what it stores')
+    .option('--json', 'print the status as JSON')
+    .action(run(async command => await (await commands()).statusCommand(globals(command), command.opts<JsonOption>())))
+
+  program.command('check')
+    .description('verify every chunk the volume refers to; lists problems with their paths (exit 1 if any)')
+    .option('--json', 'print the report as JSON')
+    .action(run(async command => await (await commands()).checkCommand(globals(command), command.opts<JsonOption>())))
+
+  return program
+}
+
+function readVersion (): string {
+  try {
+    const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version?: string }
+    return pkg.version ?? 'unknown'
+  } catch {
+    return 'unknown'
+  }
+}
