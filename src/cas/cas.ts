@@ -11,12 +11,15 @@ import { chunkId, open, seal, toHex } from './seal.ts'
 import type { ContentKeys } from './keys.ts'
 import { logger } from '../util/log.ts'
 import { LruCache } from '../util/lru.ts'
+import type { Sealer } from './sealer.ts'
 
 const log = logger('bazil:cas')
 
 export interface CasOptions {
   /** Bytes of opened (plaintext) chunks kept for reads. */
   cacheBytes?: number
+  /** Hash and seal on a worker thread (see sealer.ts). */
+  sealer?: Sealer
 }
 
 export interface CasStats {
@@ -28,6 +31,7 @@ export interface CasStats {
 export class Cas {
   readonly kv: KV
   private readonly keys: ContentKeys
+  private readonly sealer: Sealer | undefined
   private readonly cache: LruCache<string, Uint8Array>
   private readonly inflight = new Map<string, Promise<Uint8Array>>()
   readonly stats: CasStats = { chunksWritten: 0, bytesWritten: 0, chunksDeduped: 0 }
@@ -35,6 +39,7 @@ export class Cas {
   constructor (kv: KV, keys: ContentKeys, options: CasOptions = {}) {
     this.kv = kv
     this.keys = keys
+    this.sealer = options.sealer
     this.cache = new LruCache(options.cacheBytes ?? 64 * 1024 * 1024, v => v.byteLength)
   }
 
@@ -47,6 +52,25 @@ export class Cas {
   async put (plain: Uint8Array, options?: KVOptions): Promise<Uint8Array> {
     const id = chunkId(this.keys, plain)
     await this.putWithId(id, plain, options)
+    return id
+  }
+
+  /**
+   * Stores a chunk and returns its id, hashing and sealing on the worker when there is one.
+   * `plain` must own its ArrayBuffer and is not usable afterwards (it may be transferred).
+   */
+  async store (plain: Uint8Array, options?: KVOptions): Promise<Uint8Array> {
+    if (this.sealer === undefined) return await this.put(plain, options)
+    const length = plain.byteLength
+    const { id, sealed } = await this.sealer.seal(plain)
+    if (hasCapability(this.kv, 'has') && await this.kv.has(id, options)) {
+      this.stats.chunksDeduped++
+      return id
+    }
+    await this.kv.put(id, sealed, options)
+    this.stats.chunksWritten++
+    this.stats.bytesWritten += sealed.byteLength
+    void length
     return id
   }
 

@@ -56,8 +56,11 @@ export class ContentBuilder {
       for (;;) {
         const n = nextChunkLength(buf, start, filled, eof && atEnd, this.params)
         if (n <= 0) break
-        // Copied: buf is reused for the next block while puts are in flight.
-        this.store(Buffer.from(buf.subarray(start, start + n)), options)
+        // Copied into its own memory: buf is reused while puts are in flight, and the copy
+        // may be transferred to the sealing worker.
+        const chunk = new Uint8Array(n)
+        chunk.set(buf.subarray(start, start + n))
+        this.store(chunk, options)
         start += n
         if (this.inflight.size >= MAX_PUTS_IN_FLIGHT) await Promise.race(this.inflight)
         if (this.failure !== undefined) throw this.failure
@@ -83,14 +86,14 @@ export class ContentBuilder {
     this.buf = null
   }
 
-  private store (chunk: Buffer, options: KVOptions): void {
+  private store (chunk: Uint8Array, options: KVOptions): void {
     if (isAllZero(chunk)) {
       this.entries.push({ id: ZERO_ID, length: chunk.byteLength })
       return
     }
-    const id = this.cas.idOf(chunk)
-    this.entries.push({ id, length: chunk.byteLength })
-    const put = this.cas.putWithId(id, chunk, options).catch(err => { this.failure ??= err })
+    const entry: ManifestEntry = { id: ZERO_ID, length: chunk.byteLength }
+    this.entries.push(entry)
+    const put = this.cas.store(chunk, options).then(id => { entry.id = id }, err => { this.failure ??= err })
     this.inflight.add(put)
     void put.finally(() => this.inflight.delete(put))
   }

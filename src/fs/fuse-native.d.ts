@@ -1,7 +1,8 @@
 /**
  * Types for fuse-native 2.2.6 as patched by `scripts/patches/fuse-native+2.2.6.patch` (utimens
- * gets 'now'/'omit', create gets the open flags, fgetattr gets the handle, paths of unlinked
- * open files arrive as null). Only what `src/fs/fuse.ts` uses is declared.
+ * gets 'now'/'omit', create gets the open flags, fgetattr gets the handle; handle-based ops may
+ * get a null path for a removed node, which only happens with `-o hard_remove`). Only what
+ * `src/fs/fuse.ts` uses is declared.
  *
  * Callback conventions: `err` is 0 or a negative errno; read/write answer with the byte count
  * (or a negative errno) as their only argument; handles are int32 > 0.
@@ -95,11 +96,11 @@ declare module 'fuse-native' {
   class Fuse {
     constructor (mnt: string, ops: Fuse.Operations, opts?: Fuse.Options)
     readonly mnt: string
-    mount (cb: (err: Error | null) => void): void
-    unmount (cb: (err: Error | null) => void): void
+    mount (cb: (err?: Error | null) => void): void
+    unmount (cb: (err?: Error | null) => void): void
     /** The `-o...` option string handed to libfuse ('' when there are none). */
     protected _fuseOptions (): string
-    static unmount (mnt: string, cb: (err: Error | null) => void): void
+    static unmount (mnt: string, cb: (err?: Error | null) => void): void
     /** 0 when the unpatched prebuilt binary was loaded. */
     static readonly BAZIL_PATCH_LEVEL: number
   }

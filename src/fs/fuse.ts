@@ -144,8 +144,8 @@ export async function mountVolume (volume: VolumeOps, dir: string, options: Moun
   ])
   await new Promise<void>((resolve, reject) => {
     fuse.mount(err => {
-      if (err === null) resolve()
-      else reject(fromSystemError(err, `mount ${mountpoint}`))
+      if (err instanceof Error) reject(fromSystemError(err, `mount ${mountpoint}`))
+      else resolve()
     })
   })
   log('mounted %s', mountpoint)
@@ -154,12 +154,12 @@ export async function mountVolume (volume: VolumeOps, dir: string, options: Moun
   const unmount = async (): Promise<void> => {
     unmounting ??= new Promise<void>((resolve, reject) => {
       fuse.unmount(err => {
-        if (err === null) {
-          log('unmounted %s', mountpoint)
-          resolve()
-        } else {
+        if (err instanceof Error) {
           unmounting = undefined // let the caller try again
           reject(fromSystemError(err, `unmount ${mountpoint}`))
+        } else {
+          log('unmounted %s', mountpoint)
+          resolve()
         }
       })
     })

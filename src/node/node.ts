@@ -8,6 +8,7 @@ import { join } from 'node:path'
 import { LocalStore } from '../kv/local.ts'
 import { Cas } from '../cas/cas.ts'
 import { deriveContentKeys } from '../cas/keys.ts'
+import { Sealer } from '../cas/sealer.ts'
 import { MetaStore } from '../fs/meta.ts'
 import { Volume } from '../fs/volume.ts'
 import { mountVolume } from '../fs/fuse.ts'
@@ -34,7 +35,9 @@ export async function startNode (options: StartOptions): Promise<RunningNode> {
   const { home } = options
   await clearStaging(home.stagingDir)
   const store = await LocalStore.open(home.storeDir)
-  const cas = new Cas(store, deriveContentKeys(home.ownerSecret))
+  const keys = deriveContentKeys(home.ownerSecret)
+  const sealer = new Sealer(keys)
+  const cas = new Cas(store, keys, { sealer })
   const owner = { uid: process.getuid?.() ?? 0, gid: process.getgid?.() ?? 0 }
   const meta = await MetaStore.open(home.dbDir, owner)
   const volume = new Volume({ meta, cas, stagingDir: home.stagingDir, storeDir: home.storeDir, owner })
@@ -45,6 +48,7 @@ export async function startNode (options: StartOptions): Promise<RunningNode> {
   } catch (err) {
     await meta.close()
     await store.close()
+    await sealer.close()
     throw err
   }
   log('mounted volume %s at %s', home.volume.name, options.mount)
@@ -64,6 +68,7 @@ export async function startNode (options: StartOptions): Promise<RunningNode> {
       await volume.close()
       await meta.close()
       await store.close()
+      await sealer.close()
       log('stopped')
       resolveClosed()
     })()

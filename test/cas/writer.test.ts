@@ -5,6 +5,7 @@ import { deriveContentKeys } from '../../src/cas/keys.ts'
 import { writeContent } from '../../src/cas/writer.ts'
 import { ContentReader } from '../../src/cas/manifest.ts'
 import { MemoryStore } from '../../src/kv/memory.ts'
+import { Sealer } from '../../src/cas/sealer.ts'
 
 /** Deterministic incompressible bytes: an AES-CTR keystream under a fixed key. */
 function pseudoRandom (size: number, seed = 1): Buffer {
@@ -52,6 +53,25 @@ describe('writeContent', () => {
       const out = Buffer.alloc(10)
       await reader.read(at, Math.min(10, edited.length - at), out, 0)
       expect(out.subarray(0, Math.min(10, edited.length - at)).equals(edited.subarray(at, at + 10))).toBe(true)
+    }
+  })
+
+  it('gives the same ids and content when sealing on the worker thread', async () => {
+    const keys = deriveContentKeys(Buffer.alloc(32, 4))
+    const sealer = new Sealer(keys)
+    try {
+      const inline = new Cas(new MemoryStore(), keys)
+      const kv = new MemoryStore()
+      const worker = new Cas(kv, keys, { sealer })
+      const data = pseudoRandom(20 * 1024 * 1024, 4)
+      const a = await writeContent(inline, data.length, source(data))
+      const b = await writeContent(worker, data.length, source(data))
+      expect(b).toEqual(a)
+      const out = Buffer.alloc(data.length)
+      await new ContentReader(new Cas(kv, keys), b!, data.length).read(0, data.length, out, 0)
+      expect(out.equals(data)).toBe(true)
+    } finally {
+      await sealer.close()
     }
   })
 
