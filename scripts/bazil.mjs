@@ -1,7 +1,10 @@
 #!/usr/bin/env node
 // The `bazil` command: runs the TypeScript CLI (src/cli/main.ts) through tsx's ESM loader, so
 // there is no build step. Polyfills load first, before anything that might pull in libp2p.
-import { register } from 'tsx/esm/api'
+// The daemon's chunk store fsyncs on libuv's thread pool; the default 4 threads let those
+// fsyncs queue reads behind them. Must be set before the pool's first use, hence before tsx.
+process.env.UV_THREADPOOL_SIZE ??= '16'
+const { register } = await import('tsx/esm/api')
 
 register()
 await import('../src/util/polyfills.ts')

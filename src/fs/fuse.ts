@@ -228,7 +228,7 @@ let loading: Promise<BazilFuseClass> | undefined
  */
 async function loadFuse (): Promise<BazilFuseClass> {
   loading ??= import('fuse-native').then(({ default: Fuse }) => {
-    if (Fuse.BAZIL_PATCH_LEVEL < 1) {
+    if (Fuse.BAZIL_PATCH_LEVEL < 2) {
       throw new BazilError(ErrorCode.UNAVAILABLE,
         'fuse-native is not patched (its prebuilt binary was loaded): run `npm install`, whose postinstall patches and rebuilds it')
     }
@@ -316,10 +316,14 @@ function volumeOperations (volume: VolumeOps): Fuse.Operations {
     opendir: (path, _flags, cb) => { answer('opendir', path, cb, async () => ok()) },
     releasedir: (path, _fh, cb) => { answer('releasedir', path, cb, async () => ok()) },
     fsyncdir: (path, _datasync, _fh, cb) => { answer('fsyncdir', path, cb, async () => ok()) },
-    open: (path, flags, cb) => { answer('open', path, cb, async () => ok(files.opened(checkHandle(await volume.open(path, flags)), path))) },
-    // The open flags of create matter only to the kernel (the volume opens it read/write).
-    create: (path, mode, _flags, cb) => {
-      answer('create', path, cb, async () => ok(files.opened(checkHandle(await volume.create(path, mode)), path)))
+    open: (path, flags, cb) => {
+      answer('open', path, cb, async () => {
+        const fh = files.opened(checkHandle(await volume.open(path, flags)), path)
+        return ok(await withCacheMode(volume, path, fh))
+      })
+    },
+    create: (path, mode, flags, cb) => {
+      answer('create', path, cb, async () => ok(files.opened(checkHandle(await volume.create(path, mode, flags)), path)))
     },
     read: (path, fh, buffer, length, position, cb) => {
       answerCount('read', path, cb, async () => Math.min(await volume.read(fh, buffer, length, position), length))
@@ -483,8 +487,21 @@ function needPath (path: string | null): string {
 }
 
 /** fuse-native passes handles through int32/uint32: a volume's handle must fit both. */
+/** Bit 30 of a handle returned by open asks the patched fuse-native for direct I/O. */
+const DIRECT_IO = 0x40000000
+
+/**
+ * libfuse 2's path API gives each name of a hard-linked file its own kernel inode, so the page
+ * cache of one name would not see writes made through another. Files with several names are
+ * therefore opened with direct I/O (every read and write reaches the volume).
+ */
+async function withCacheMode (volume: VolumeOps, path: string, fh: number): Promise<number> {
+  const attr = await volume.fgetattr(path, fh)
+  return attr.nlink > 1 ? (fh | DIRECT_IO) : fh
+}
+
 function checkHandle (fh: number): number {
-  if (!Number.isInteger(fh) || fh <= 0 || fh > 0x7fffffff) {
+  if (!Number.isInteger(fh) || fh <= 0 || fh >= DIRECT_IO) {
     throw new BazilError(ErrorCode.IO, `volume returned an unusable handle ${fh}`)
   }
   return fh

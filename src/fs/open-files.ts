@@ -15,6 +15,7 @@ import type { ContentRef } from '../cas/manifest.ts'
 import { logger } from '../util/log.ts'
 
 const log = logger('bazil:files')
+const O_APPEND = 0o2000
 
 export interface OpenInode {
   ino: number
@@ -77,7 +78,7 @@ export class OpenFiles {
     }
     inode.handles++
     let fh = this.nextFh++
-    if (fh > 0x7fffffff) { this.nextFh = 1; fh = this.nextFh++ }
+    if (fh >= 0x40000000) { this.nextFh = 1; fh = this.nextFh++ } // bit 30 is the FUSE edge's
     this.handles.set(fh, { ino, flags })
     return fh
   }
@@ -113,8 +114,12 @@ export class OpenFiles {
 
   async write (fh: number, buffer: Buffer, length: number, position: number): Promise<number> {
     const { ino, inode } = this.handle(fh)
+    const append = ((this.handles.get(fh)?.flags ?? 0) & O_APPEND) !== 0
     return await inode.actor.ask(async () => {
       const staged = await this.stage(ino, inode)
+      // O_APPEND writes land at the true end, as pwrite(2) does: the kernel's idea of the
+      // size can be stale when another name of the file (a hard link) changed it.
+      if (append) position = staged.size
       const n = await staged.write(buffer, length, position)
       inode.pendingMtimeMs = Date.now()
       this.advanceEager(inode, staged, position)

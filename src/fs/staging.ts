@@ -4,6 +4,7 @@
  * record which ranges the staging file holds; `baseLimit` hides base bytes cut off by a
  * truncate. Reading merges the three sources: staged bytes, base bytes, zeros.
  */
+import { readSync, writeSync } from 'node:fs'
 import { open } from 'node:fs/promises'
 import type { FileHandle } from 'node:fs/promises'
 import { join } from 'node:path'
@@ -52,7 +53,11 @@ export class StagedFile {
 
   async write (buffer: Uint8Array, length: number, position: number): Promise<number> {
     try {
-      await this.handle.write(buffer, 0, length, position)
+      // Synchronous on purpose: a page-cache write of at most 128 KiB takes tens of
+      // microseconds, while a trip through libuv's thread pool can wait behind chunk-store
+      // fsyncs for milliseconds, and the kernel sends a sequential writer's requests one by one.
+      let done = 0
+      while (done < length) done += writeSync(this.handle.fd, buffer, done, length - done, position + done)
     } catch (err) {
       throw fromSystemError(err, 'writing to a staging file')
     }
@@ -119,7 +124,9 @@ export class StagedFile {
   private async readStaged (pos: number, n: number, target: Uint8Array, at: number): Promise<void> {
     let done = 0
     while (done < n) {
-      const { bytesRead } = await this.handle.read(target, at + done, n - done, pos + done)
+      const bytesRead = n - done > 1024 * 1024
+        ? (await this.handle.read(target, at + done, n - done, pos + done)).bytesRead
+        : readSync(this.handle.fd, target, at + done, n - done, pos + done)
       if (bytesRead === 0) {
         target.fill(0, at + done, at + n)
         return

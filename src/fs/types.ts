@@ -45,8 +45,8 @@ export interface VolumeOps {
   readdir: (path: string) => Promise<{ names: string[], attrs: Attr[] }>
   /** `flags` are open(2) flags (O_TRUNC, O_APPEND, O_ACCMODE bits). Returns a handle > 0. */
   open: (path: string, flags: number) => Promise<number>
-  /** Creates a regular file (EXISTS if present) and opens it for read/write. */
-  create: (path: string, mode: number) => Promise<number>
+  /** Creates a regular file (EXISTS if present) and opens it with open(2) `flags` (default read/write). */
+  create: (path: string, mode: number, flags?: number) => Promise<number>
   read: (fh: number, buffer: Buffer, length: number, position: number) => Promise<number>
   write: (fh: number, buffer: Buffer, length: number, position: number) => Promise<number>
   flush: (fh: number) => Promise<void>

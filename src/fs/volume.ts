@@ -161,10 +161,10 @@ export class Volume implements VolumeOps {
     })
   }
 
-  async create (path: string, mode: number): Promise<number> {
+  async create (path: string, mode: number, flags = 2): Promise<number> {
     return await this.actor.ask(async () => {
       const entry = await this.makeEntry(path, S_IFREG | (mode & 0o7777), {})
-      return this.files.openHandle(entry.ino, 2)
+      return this.files.openHandle(entry.ino, flags)
     })
   }
 
