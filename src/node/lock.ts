@@ -7,7 +7,7 @@
  */
 import { randomBytes } from 'node:crypto'
 import { readFileSync } from 'node:fs'
-import { link, readFile, rename, rm, writeFile } from 'node:fs/promises'
+import { link, readFile, rm, stat, writeFile } from 'node:fs/promises'
 import { BazilError, ErrorCode, fromSystemError } from '../errors.ts'
 import { logger } from '../util/log.ts'
 
@@ -26,23 +26,52 @@ export async function acquireLock (path: string, pid = process.pid): Promise<Dae
   try {
     const identity = processIdentity(pid)
     await writeFile(tmp, identity === undefined ? `${pid}\n` : `${pid}\n${identity}\n`, { mode: 0o600 })
-    // A few rounds: each lost race against another taker starts over with a fresh look.
-    for (let attempt = 0; attempt < 5; attempt++) {
-      try {
-        await link(tmp, path)
-        return makeLock(path, pid)
-      } catch (err) {
-        if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err
-      }
+    for (let attempt = 0; attempt < 50; attempt++) {
+      if (await tryLink(tmp, path)) return makeLock(path, pid)
       const holder = await readHolder(path)
       if (holder !== undefined && holderAlive(holder)) throw lockedBy(holder.pid)
-      await removeStale(path, holder)
+      await takeOverStale(tmp, path)
     }
     throw new BazilError(ErrorCode.LOCKED, `could not take the lock ${path}: other processes keep racing for it`)
   } catch (err) {
     throw fromSystemError(err, `cannot take the lock ${path}`)
   } finally {
     await rm(tmp, { force: true })
+  }
+}
+
+async function tryLink (from: string, to: string): Promise<boolean> {
+  try {
+    await link(from, to)
+    return true
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'EEXIST') return false
+    throw err
+  }
+}
+
+/**
+ * Removes a stale lock. Only the holder of `<lock>.takeover` may remove it, so two processes
+ * can never both remove a lock (one of them the other's fresh one). Whoever then links first
+ * wins; the others find a live holder on their next look. A takeover file older than a few
+ * seconds was left by a crash in this short window and is cleared.
+ */
+async function takeOverStale (tmp: string, path: string): Promise<void> {
+  const takeover = `${path}.takeover`
+  if (!await tryLink(tmp, takeover)) {
+    const age = await stat(takeover).then(st => Date.now() - st.mtimeMs, () => 0)
+    if (age > 5000) await rm(takeover, { force: true })
+    await new Promise(resolve => setTimeout(resolve, 5 + Math.random() * 20))
+    return
+  }
+  try {
+    const holder = await readHolder(path)
+    if (holder === undefined || !holderAlive(holder)) {
+      await rm(path, { force: true })
+      log('took over a stale lock %s (pid %s)', path, holder?.pid ?? 'unreadable')
+    }
+  } finally {
+    await rm(takeover, { force: true })
   }
 }
 
@@ -109,28 +138,6 @@ function makeLock (path: string, pid: number): DaemonLock {
       if ((await readHolder(path))?.pid === pid) await rm(path, { force: true })
     }
   }
-}
-
-/**
- * Moves the stale lock aside before deleting it, so that if another process took it over since
- * we looked (its pid now in the file), we notice and put it back instead of deleting it.
- */
-async function removeStale (path: string, stale: Holder | undefined): Promise<void> {
-  const aside = `${path}.stale-${process.pid}-${randomBytes(4).toString('hex')}`
-  try {
-    await rename(path, aside)
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return
-    throw err
-  }
-  const moved = await readHolder(aside)
-  if (moved !== undefined && moved.pid !== stale?.pid && holderAlive(moved)) {
-    await link(aside, path).catch(() => {})
-    await rm(aside, { force: true })
-    throw lockedBy(moved.pid)
-  }
-  log('took over a stale lock %s (pid %s)', path, stale?.pid ?? 'unreadable')
-  await rm(aside, { force: true })
 }
 
 async function readHolder (path: string): Promise<Holder | undefined> {
