@@ -6,7 +6,7 @@
  */
 import { BazilError, ErrorCode, isBazilError } from '../errors.ts'
 import { hasCapability } from '../kv/kv.ts'
-import type { KV, KVOptions } from '../kv/kv.ts'
+import type { KV, KVOptions, KVPutOptions } from '../kv/kv.ts'
 import { chunkId, open, seal, toHex } from './seal.ts'
 import type { ContentKeys } from './keys.ts'
 import { logger } from '../util/log.ts'
@@ -49,7 +49,7 @@ export class Cas {
   }
 
   /** Stores a plaintext chunk (once) and returns its id. */
-  async put (plain: Uint8Array, options?: KVOptions): Promise<Uint8Array> {
+  async put (plain: Uint8Array, options?: KVPutOptions): Promise<Uint8Array> {
     const id = chunkId(this.keys, plain)
     await this.putWithId(id, plain, options)
     return id
@@ -59,9 +59,8 @@ export class Cas {
    * Stores a chunk and returns its id, hashing and sealing on the worker when there is one.
    * `plain` must own its ArrayBuffer and is not usable afterwards (it may be transferred).
    */
-  async store (plain: Uint8Array, options?: KVOptions): Promise<Uint8Array> {
+  async store (plain: Uint8Array, options?: KVPutOptions): Promise<Uint8Array> {
     if (this.sealer === undefined) return await this.put(plain, options)
-    const length = plain.byteLength
     const { id, sealed } = await this.sealer.seal(plain)
     if (hasCapability(this.kv, 'has') && await this.kv.has(id, options)) {
       this.stats.chunksDeduped++
@@ -70,12 +69,11 @@ export class Cas {
     await this.kv.put(id, sealed, options)
     this.stats.chunksWritten++
     this.stats.bytesWritten += sealed.byteLength
-    void length
     return id
   }
 
   /** Stores a chunk whose id the caller already computed. */
-  async putWithId (id: Uint8Array, plain: Uint8Array, options?: KVOptions): Promise<void> {
+  async putWithId (id: Uint8Array, plain: Uint8Array, options?: KVPutOptions): Promise<void> {
     if (hasCapability(this.kv, 'has') && await this.kv.has(id, options)) {
       this.stats.chunksDeduped++
       return
@@ -84,6 +82,11 @@ export class Cas {
     await this.kv.put(id, sealed, options)
     this.stats.chunksWritten++
     this.stats.bytesWritten += sealed.byteLength
+  }
+
+  /** Waits until everything stored so far (lazily too) is durable. */
+  async flush (options?: KVOptions): Promise<void> {
+    if (hasCapability(this.kv, 'flush')) await this.kv.flush(options)
   }
 
   /** Fetches, opens and verifies a chunk. NOT_FOUND if absent, CORRUPT if it fails verification. */

@@ -105,7 +105,7 @@ export async function buildTree (cas: Cas, chunks: ManifestEntry[], options?: KV
     const parents: ManifestEntry[] = []
     for (let i = 0; i < level.length; i += FANOUT) {
       const group = level.slice(i, i + FANOUT)
-      const id = await cas.put(encodeNode(depth, group), options)
+      const id = await cas.put(encodeNode(depth, group), { ...options, lazy: true })
       parents.push({ id, length: group.reduce((sum, e) => sum + e.length, 0) })
     }
     if (parents.length === 1) return { root: toHex((parents[0] as ManifestEntry).id), depth }

@@ -3,6 +3,9 @@
  * content-defined chunker, stores each chunk (a few puts in flight so sealing overlaps disk
  * I/O), turns all-zero chunks into holes, and builds the manifest tree.
  *
+ * Objects are stored lazily (visible at once, durable shortly after): call `cas.flush()` when
+ * the content must be durable.
+ *
  * `ContentBuilder` works incrementally: `feed` may be called as a file grows (it consumes
  * whole chunks only and leaves the unfinished tail for the next call), so a long sequential
  * write is chunked while it is still arriving; `writeContent` is the one-shot form.
@@ -40,9 +43,12 @@ export class ContentBuilder {
 
   /** Cuts and stores chunks of source [offset, upTo); without eof the last partial chunk waits. */
   async feed (readAt: ReadAt, upTo: number, eof: boolean, options: KVOptions = {}): Promise<void> {
-    const blockSize = Math.max(8 * 1024 * 1024, this.params.maxSize * 2)
-    this.buf ??= Buffer.allocUnsafe(blockSize)
-    const buf = this.buf
+    // Large blocks for large files; a small file gets a buffer its own size (allocating 8 MiB
+    // per small file kept the garbage collector busy most of an untar).
+    const fullBlock = Math.max(8 * 1024 * 1024, this.params.maxSize * 2)
+    const blockSize = Math.min(fullBlock, Math.max(upTo - this.offset, 1))
+    if (this.buf === null || this.buf.byteLength < blockSize) this.buf = Buffer.allocUnsafe(blockSize)
+    const buf = this.buf.subarray(0, blockSize)
     let filled = 0
     while (this.offset < upTo) {
       throwIfAborted(options.signal)
@@ -93,7 +99,9 @@ export class ContentBuilder {
     }
     const entry: ManifestEntry = { id: ZERO_ID, length: chunk.byteLength }
     this.entries.push(entry)
-    const put = this.cas.store(chunk, options).then(id => { entry.id = id }, err => { this.failure ??= err })
+    // Lazy: visible at once, durable in the background; a caller that needs durability (fsync)
+    // calls cas.flush() afterwards.
+    const put = this.cas.store(chunk, { ...options, lazy: true }).then(id => { entry.id = id }, err => { this.failure ??= err })
     this.inflight.add(put)
     void put.finally(() => this.inflight.delete(put))
   }

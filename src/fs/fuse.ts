@@ -298,11 +298,15 @@ function volumeOperations (volume: VolumeOps): Fuse.Operations {
     getattr: (path, cb) => {
       answer('getattr', path, cb, async () => {
         const fh = files.hiddenHandle(path)
-        return ok(toStat(fh === undefined ? await volume.getattr(path) : await volume.fgetattr(path, fh)))
+        return ok(toStat(fh === undefined ? await volume.getattr(path) : hiddenAttr(await volume.fgetattr(path, fh))))
       })
     },
     fgetattr: (path, fh, cb) => {
-      answer('fgetattr', path, cb, async () => ok(toStat(fh > 0 ? await volume.fgetattr(path ?? '', fh) : await volume.getattr(needPath(path)))))
+      answer('fgetattr', path, cb, async () => {
+        if (fh <= 0) return ok(toStat(await volume.getattr(needPath(path))))
+        const attr = await volume.fgetattr(path ?? '', fh)
+        return ok(toStat(path != null && files.hiddenHandle(path) !== undefined ? hiddenAttr(attr) : attr))
+      })
     },
     readdir: (path, cb) => {
       answer('readdir', path, cb, async () => {
@@ -487,6 +491,14 @@ function needPath (path: string | null): string {
 }
 
 /** fuse-native passes handles through int32/uint32: a volume's handle must fit both. */
+/**
+ * libfuse subtracts one from st_nlink of a hidden (unlinked, still open) file, counting the
+ * hidden name as a link; the volume has already dropped that name, so add it back.
+ */
+function hiddenAttr (attr: Attr): Attr {
+  return { ...attr, nlink: attr.nlink + 1 }
+}
+
 /** Bit 30 of a handle returned by open asks the patched fuse-native for direct I/O. */
 const DIRECT_IO = 0x40000000
 

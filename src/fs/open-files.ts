@@ -153,11 +153,16 @@ export class OpenFiles {
       const staged = inode.staged
       const mtime = inode.pendingMtimeMs
       if (staged === null || (!staged.dirty && mtime === null)) {
-        if (options.sync === true) await this.deps.inMeta(async () => { await this.deps.meta.commit(this.deps.meta.change(), { sync: true }) })
+        if (options.sync === true) {
+          // Earlier commits stored their objects lazily: make them durable, then the metadata.
+          await this.deps.cas.flush()
+          await this.deps.inMeta(async () => { await this.deps.meta.commit(this.deps.meta.change(), { sync: true }) })
+        }
         return
       }
       const size = staged.size
       const content = staged.dirty ? await this.chunk(inode, staged) : undefined
+      if (options.sync === true) await this.deps.cas.flush()
       await this.deps.inMeta(async () => {
         const entry = this.deps.meta.entries.get(ino)
         if (entry === undefined) return

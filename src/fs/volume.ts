@@ -55,6 +55,8 @@ export class Volume implements VolumeOps {
 
   async close (): Promise<void> {
     await this.files.commitAll({ sync: true })
+    await this.options.cas.flush()
+    await this.actor.ask(async () => { await this.meta.commit(this.meta.change(), { sync: true }) })
     await this.actor.stop()
   }
 

@@ -15,9 +15,23 @@ export interface KVOptions {
   signal?: AbortSignal
 }
 
+export interface KVPutOptions extends KVOptions {
+  /**
+   * Resolve once the value is visible (readable by `get`, surviving a crash of this process),
+   * before it is durable against a power cut; durability follows in the background and
+   * `flush()` waits for it. Stores without `KVFlush` ignore it (their puts are durable).
+   */
+  lazy?: boolean
+}
+
 export interface KV {
   get: (key: Uint8Array, options?: KVOptions) => Promise<Uint8Array>
-  put: (key: Uint8Array, value: Uint8Array, options?: KVOptions) => Promise<void>
+  put: (key: Uint8Array, value: Uint8Array, options?: KVPutOptions) => Promise<void>
+}
+
+export interface KVFlush {
+  /** Resolves once every put made so far (lazy ones too) is durable. */
+  flush: (options?: KVOptions) => Promise<void>
 }
 
 export interface KVHas {
@@ -40,8 +54,10 @@ export interface KVStat {
 
 export type FullKV = KV & KVHas & KVDelete & KVKeys & KVStat
 
-export function hasCapability<K extends keyof (KVHas & KVDelete & KVKeys & KVStat)> (
+type Capabilities = KVHas & KVDelete & KVKeys & KVStat & KVFlush
+
+export function hasCapability<K extends keyof Capabilities> (
   kv: KV, name: K
-): kv is KV & Pick<KVHas & KVDelete & KVKeys & KVStat, K> {
+): kv is KV & Pick<Capabilities, K> {
   return typeof (kv as unknown as Record<string, unknown>)[name] === 'function'
 }

@@ -21,19 +21,24 @@ import { mkdir, open, readdir, readFile, rename, rm, stat, unlink } from 'node:f
 import { join } from 'node:path'
 import { BazilError, ErrorCode, fromSystemError, throwIfAborted } from '../errors.ts'
 import { logger } from '../util/log.ts'
-import type { FullKV, KVOptions } from './kv.ts'
+import type { FullKV, KVFlush, KVOptions, KVPutOptions } from './kv.ts'
 
 const log = logger('bazil:kv')
 
 export interface LocalStoreOptions {
   /** fsync objects and dirs so a resolved put survives a power cut. Default true. */
   fsync?: boolean
+  /**
+   * The caller never stores empty values (the CAS: a sealed chunk is at least 17 bytes), so an
+   * empty object found at open is a lazy put cut off by a power failure, and is removed.
+   */
+  emptyIsTorn?: boolean
 }
 
 const MIN_KEY_BYTES = 2
 const MAX_KEY_BYTES = 127
 
-export class LocalStore implements FullKV {
+export class LocalStore implements FullKV, KVFlush {
   readonly dir: string
   readonly #objects: string
   readonly #tmp: string
@@ -45,12 +50,17 @@ export class LocalStore implements FullKV {
   readonly #inflight = new Map<string, Promise<void>>()
   /** Shard dirs known to exist (and be durable) or being made, by name. */
   readonly #shardReady = new Map<string, Promise<void>>()
+  /** Lazy puts whose object is renamed into place but not yet fsynced. */
+  readonly #durability = new Set<Promise<void>>()
   #objectCount = 0
   #byteCount = 0
   #tmpSeq = 0
   #closed = false
 
-  private constructor (dir: string, fsync: boolean) {
+  readonly #emptyIsTorn: boolean
+
+  private constructor (dir: string, fsync: boolean, emptyIsTorn: boolean) {
+    this.#emptyIsTorn = emptyIsTorn
     this.dir = dir
     this.#objects = join(dir, 'objects')
     this.#tmp = join(dir, 'tmp')
@@ -58,7 +68,7 @@ export class LocalStore implements FullKV {
   }
 
   static async open (dir: string, options: LocalStoreOptions = {}): Promise<LocalStore> {
-    const store = new LocalStore(dir, options.fsync ?? true)
+    const store = new LocalStore(dir, options.fsync ?? true, options.emptyIsTorn === true)
     try {
       await store.#prepare()
     } catch (err) {
@@ -84,13 +94,19 @@ export class LocalStore implements FullKV {
     })())
   }
 
-  async put (key: Uint8Array, value: Uint8Array, options?: KVOptions): Promise<void> {
+  /** Waits until every put so far, lazy ones included, is durable. */
+  async flush (options?: KVOptions): Promise<void> {
+    this.#checkOpen(options)
+    while (this.#durability.size > 0) await raceAbort(Promise.all([...this.#durability]).then(() => {}), options?.signal)
+  }
+
+  async put (key: Uint8Array, value: Uint8Array, options?: KVPutOptions): Promise<void> {
     const hex = this.#enter(key, options)
     for (let running = this.#inflight.get(hex); running !== undefined; running = this.#inflight.get(hex)) {
       await raceAbort(running.catch(() => {}), options?.signal)
     }
     this.#checkOpen(options)
-    const done = this.#track(this.#put(hex, value, options?.signal))
+    const done = this.#track(this.#put(hex, value, options?.signal, options?.lazy === true))
     this.#inflight.set(hex, done)
     try {
       await done
@@ -153,7 +169,7 @@ export class LocalStore implements FullKV {
     }
   }
 
-  async #put (hex: string, value: Uint8Array, signal: AbortSignal | undefined): Promise<void> {
+  async #put (hex: string, value: Uint8Array, signal: AbortSignal | undefined, lazy: boolean): Promise<void> {
     const path = this.#objectPath(hex)
     try {
       await stat(path)
@@ -167,7 +183,7 @@ export class LocalStore implements FullKV {
       const file = await open(temp, 'wx', 0o600)
       try {
         await file.writeFile(value, { signal })
-        if (this.#fsync) await file.datasync()
+        if (this.#fsync && !lazy) await file.datasync()
       } finally {
         await file.close()
       }
@@ -180,6 +196,17 @@ export class LocalStore implements FullKV {
     }
     this.#objectCount++
     this.#byteCount += value.byteLength
+    if (this.#fsync && lazy) {
+      // Visible now; durable shortly. A power cut before this lands can leave the object
+      // empty (ext4 orders data before the size in its journal): open() removes empty objects.
+      const durable = this.#track(this.#makeDurable(hex, path))
+      this.#durability.add(durable)
+      void durable.then(() => { this.#durability.delete(durable) }, (err: unknown) => {
+        this.#durability.delete(durable)
+        log.error('making %s durable: %O', hex, err)
+      })
+      return
+    }
     if (this.#fsync) {
       try {
         await this.#dirSync.sync(this.#shardDir(hex))
@@ -187,6 +214,16 @@ export class LocalStore implements FullKV {
         throw toKVError(err, `put ${hex}: sync dir`)
       }
     }
+  }
+
+  async #makeDurable (hex: string, path: string): Promise<void> {
+    const file = await open(path, 'r')
+    try {
+      await file.datasync()
+    } finally {
+      await file.close()
+    }
+    await this.#dirSync.sync(this.#shardDir(hex))
   }
 
   async #prepare (): Promise<void> {
@@ -200,9 +237,21 @@ export class LocalStore implements FullKV {
     for (const shard of await this.#shards()) {
       this.#shardReady.set(shard, Promise.resolve())
       const names = (await readdir(join(this.#objects, shard))).filter(isObjectName)
-      const sizes = await Promise.all(names.map(async name => (await stat(join(this.#objects, shard, name))).size))
-      this.#objectCount += sizes.length
-      for (const size of sizes) this.#byteCount += size
+      const sizes = await Promise.all(names.map(async name => {
+        const path = join(this.#objects, shard, name)
+        const { size } = await stat(path)
+        if (size === 0 && this.#emptyIsTorn) {
+          await unlink(path)
+          log('removed an empty object %s%s (a lazy put cut off by a crash)', shard, name)
+          return -1
+        }
+        return size
+      }))
+      for (const size of sizes) {
+        if (size < 0) continue
+        this.#objectCount++
+        this.#byteCount += size
+      }
     }
     log('opened %s: %d objects, %d bytes, removed %d temp files',
       this.dir, this.#objectCount, this.#byteCount, leftovers.length)

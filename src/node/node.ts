@@ -34,7 +34,7 @@ export interface RunningNode extends NodeApi {
 export async function startNode (options: StartOptions): Promise<RunningNode> {
   const { home } = options
   await clearStaging(home.stagingDir)
-  const store = await LocalStore.open(home.storeDir)
+  const store = await LocalStore.open(home.storeDir, { emptyIsTorn: true })
   const keys = deriveContentKeys(home.ownerSecret)
   const sealer = new Sealer(keys)
   const cas = new Cas(store, keys, { sealer })

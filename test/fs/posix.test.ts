@@ -226,6 +226,39 @@ describe.runIf(requireFuse(kind, ['python3', 'touch']))(`POSIX behaviour on a ${
     await rmdir(dir)
   })
 
+  it('keeps an open file that loses one of several names linked to the others', async () => {
+    const dir = await fresh()
+    const p = (name: string): string => join(dir, name)
+    await writeFile(p('a'), 'x'.repeat(10))
+    await link(p('a'), p('b'))
+    const handle = await open(p('a'), 'r+')
+    await unlink(p('a'))
+    const nlinkAfterUnlink = (await handle.stat()).nlink
+    await handle.write('YY', 0)
+    // Replacing a name by rename is the other way to lose one.
+    await writeFile(p('c'), 'c'.repeat(5))
+    await link(p('c'), p('d'))
+    await link(p('c'), p('e'))
+    await writeFile(p('n'), 'new')
+    const second = await open(p('c'), 'r+')
+    await rename(p('n'), p('c'))
+    const nlinkAfterRename = (await second.stat()).nlink
+    await second.write('Z', 0)
+    await second.close()
+    await handle.close()
+    expect(await readFile(p('b'), 'utf8')).toBe('YYxxxxxxxx')
+    expect(await readFile(p('d'), 'utf8')).toBe('Zcccc')
+    expect(await readFile(p('c'), 'utf8')).toBe('new')
+    expect((await stat(p('b'))).nlink).toBe(1)
+    expect((await stat(p('d'))).nlink).toBe(2)
+    expect((await readdir(dir)).sort()).toEqual(['b', 'c', 'd', 'e'])
+    if (kind === 'bindfs') {
+      // bindfs keeps the lost name as .fuse_hiddenNNN until close, so it still counts a link.
+      return
+    }
+    expect({ nlinkAfterUnlink, nlinkAfterRename }).toEqual({ nlinkAfterUnlink: 1, nlinkAfterRename: 2 })
+  })
+
   it('makes and removes directories with the POSIX errors', async () => {
     const dir = await fresh()
     const sub = join(dir, 'sub')
