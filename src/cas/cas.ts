@@ -14,6 +14,7 @@ import { LruCache } from '../util/lru.ts'
 import type { Sealer } from './sealer.ts'
 
 const log = logger('bazil:cas')
+const SMALL_CHUNK = 128 * 1024
 
 export interface CasOptions {
   /** Bytes of opened (plaintext) chunks kept for reads. */
@@ -60,6 +61,12 @@ export class Cas {
    * `plain` must own its ArrayBuffer and is not usable afterwards (it may be transferred).
    */
   async store (plain: Uint8Array, options?: KVPutOptions): Promise<Uint8Array> {
+    if (plain.byteLength < SMALL_CHUNK) {
+      // A small chunk costs less to seal here than a round trip to the worker.
+      const id = chunkId(this.keys, plain)
+      await this.putWithId(id, plain, options)
+      return id
+    }
     if (this.sealer === undefined) return await this.put(plain, options)
     const { id, sealed } = await this.sealer.seal(plain)
     if (hasCapability(this.kv, 'has') && await this.kv.has(id, options)) {

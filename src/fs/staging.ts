@@ -1,6 +1,6 @@
 /**
- * A file being written: its new bytes live in a sparse staging file on disk (never in RAM),
- * on top of the content it had when writing began (the base, read from the CAS). Extents
+ * A file being written: its new bytes live in a sparse staging file on disk (a small file's
+ * first 64 KiB in memory, so RAM stays bounded), on top of the content it had when writing began (the base, read from the CAS). Extents
  * record which ranges the staging file holds; `baseLimit` hides base bytes cut off by a
  * truncate. Reading merges the three sources: staged bytes, base bytes, zeros.
  */
@@ -15,14 +15,20 @@ import type { ContentReader } from '../cas/manifest.ts'
 
 type Extent = [start: number, end: number]
 
+/** Writes that stay within the first 64 KiB are kept in memory; past that, a staging file. */
+const MEMORY_LIMIT = 64 * 1024
+
 export class StagedFile {
   size: number
   private baseLimit: number
   private extents: Extent[] = []
+  /** Staged bytes of a small file, until a write reaches past MEMORY_LIMIT. */
+  private memory: Buffer | null = null
+  private handle: FileHandle | null = null
+  private path: string | null = null
 
   private constructor (
-    private readonly handle: FileHandle,
-    private readonly path: string,
+    private readonly stagingDir: string,
     private base: ContentReader | null,
     baseSize: number
   ) {
@@ -31,10 +37,23 @@ export class StagedFile {
   }
 
   static async create (stagingDir: string, base: ContentReader | null, baseSize: number): Promise<StagedFile> {
-    const path = join(stagingDir, `${Date.now()}-${randomBytes(6).toString('hex')}`)
+    return new StagedFile(stagingDir, base, baseSize)
+  }
+
+  /** Moves staged bytes from memory to a staging file on disk. */
+  private async spill (): Promise<FileHandle> {
+    if (this.handle !== null) return this.handle
+    const path = join(this.stagingDir, `${Date.now()}-${randomBytes(6).toString('hex')}`)
     try {
       const handle = await open(path, 'w+', 0o600)
-      return new StagedFile(handle, path, base, baseSize)
+      this.handle = handle
+      this.path = path
+      const memory = this.memory
+      if (memory !== null) {
+        for (const [start, end] of this.extents) writeAll(handle.fd, memory, start, end - start, start)
+        this.memory = null
+      }
+      return handle
     } catch (err) {
       throw fromSystemError(err, 'creating a staging file')
     }
@@ -53,11 +72,15 @@ export class StagedFile {
 
   async write (buffer: Uint8Array, length: number, position: number): Promise<number> {
     try {
-      // Synchronous on purpose: a page-cache write of at most 128 KiB takes tens of
-      // microseconds, while a trip through libuv's thread pool can wait behind chunk-store
-      // fsyncs for milliseconds, and the kernel sends a sequential writer's requests one by one.
-      let done = 0
-      while (done < length) done += writeSync(this.handle.fd, buffer, done, length - done, position + done)
+      if (this.handle === null && position + length <= MEMORY_LIMIT) {
+        this.memory ??= Buffer.alloc(MEMORY_LIMIT)
+        this.memory.set(buffer.subarray(0, length), position)
+      } else {
+        // Synchronous on purpose: a page-cache write of at most 128 KiB takes tens of
+        // microseconds, while a trip through libuv's thread pool can wait behind chunk-store
+        // fsyncs for milliseconds, and the kernel sends a sequential writer's requests one by one.
+        writeAll((await this.spill()).fd, buffer, 0, length, position)
+      }
     } catch (err) {
       throw fromSystemError(err, 'writing to a staging file')
     }
@@ -71,7 +94,7 @@ export class StagedFile {
       this.baseLimit = Math.min(this.baseLimit, size)
       this.extents = this.extents.filter(([start]) => start < size).map(([start, end]) => [start, Math.min(end, size)])
       try {
-        await this.handle.truncate(size)
+        await this.handle?.truncate(size)
       } catch (err) {
         throw fromSystemError(err, 'truncating a staging file')
       }
@@ -110,18 +133,24 @@ export class StagedFile {
     this.baseLimit = this.size
     this.extents = []
     try {
-      await this.handle.truncate(0)
+      await this.handle?.truncate(0)
     } catch (err) {
       throw fromSystemError(err, 'truncating a staging file')
     }
   }
 
   async close (): Promise<void> {
-    await this.handle.close().catch(() => {})
-    await unlink(this.path).catch(() => {})
+    this.memory = null
+    await this.handle?.close().catch(() => {})
+    if (this.path !== null) await unlink(this.path).catch(() => {})
   }
 
   private async readStaged (pos: number, n: number, target: Uint8Array, at: number): Promise<void> {
+    if (this.handle === null) {
+      if (this.memory === null) target.fill(0, at, at + n)
+      else target.set(this.memory.subarray(pos, pos + n), at)
+      return
+    }
     let done = 0
     while (done < n) {
       const bytesRead = n - done > 1024 * 1024
@@ -165,4 +194,9 @@ export class StagedFile {
     if (!placed) merged.push(cur)
     this.extents = merged
   }
+}
+
+function writeAll (fd: number, buffer: Uint8Array, offset: number, length: number, position: number): void {
+  let done = 0
+  while (done < length) done += writeSync(fd, buffer, offset + done, length - done, position + done)
 }

@@ -44,6 +44,7 @@ export class LocalStore implements FullKV, KVFlush {
   readonly #tmp: string
   readonly #fsync: boolean
   readonly #dirSync = new GroupDirSync()
+  readonly #lazySync = new LazySync()
   /** Every operation in progress (with its shard creations and dir syncs), for close(). */
   readonly #pending = new Set<Promise<unknown>>()
   /** Puts in progress by key hex, so a second put or a delete of the same key waits for it. */
@@ -199,7 +200,7 @@ export class LocalStore implements FullKV, KVFlush {
     if (this.#fsync && lazy) {
       // Visible now; durable shortly. A power cut before this lands can leave the object
       // empty (ext4 orders data before the size in its journal): open() removes empty objects.
-      const durable = this.#track(this.#makeDurable(hex, path))
+      const durable = this.#track(this.#lazySync.add(path, this.#shardDir(hex)))
       this.#durability.add(durable)
       void durable.then(() => { this.#durability.delete(durable) }, (err: unknown) => {
         this.#durability.delete(durable)
@@ -214,16 +215,6 @@ export class LocalStore implements FullKV, KVFlush {
         throw toKVError(err, `put ${hex}: sync dir`)
       }
     }
-  }
-
-  async #makeDurable (hex: string, path: string): Promise<void> {
-    const file = await open(path, 'r')
-    try {
-      await file.datasync()
-    } finally {
-      await file.close()
-    }
-    await this.#dirSync.sync(this.#shardDir(hex))
   }
 
   async #prepare (): Promise<void> {
@@ -343,6 +334,65 @@ class GroupDirSync {
       }))
     }
     this.#running = false
+  }
+}
+
+/**
+ * Makes lazily put objects durable in the background: fdatasync of each file, then one fsync
+ * per shard dir, a batch at a time and only two syncs at once, so that the fsyncs never fill
+ * libuv's thread pool and stall the reads and writes a FUSE request is waiting for.
+ */
+class LazySync {
+  #queue: Array<{ path: string, dir: string, resolve: () => void, reject: (err: unknown) => void }> = []
+  #running = false
+
+  async add (path: string, dir: string): Promise<void> {
+    await new Promise<void>((resolve, reject) => {
+      this.#queue.push({ path, dir, resolve, reject })
+      if (!this.#running) void this.#run()
+    })
+  }
+
+  async #run (): Promise<void> {
+    this.#running = true
+    while (this.#queue.length > 0) {
+      const batch = this.#queue.splice(0, 256)
+      const failed = new Map<string, unknown>()
+      await inParallel(batch, 2, async item => {
+        try {
+          await fsyncFile(item.path)
+        } catch (err) {
+          failed.set(item.path, err)
+        }
+      })
+      const dirs = [...new Set(batch.map(item => item.dir))]
+      const failedDirs = new Map<string, unknown>()
+      await inParallel(dirs, 2, async dir => {
+        try { await fsyncDir(dir) } catch (err) { failedDirs.set(dir, err) }
+      })
+      for (const item of batch) {
+        const err = failed.get(item.path) ?? failedDirs.get(item.dir)
+        if (err === undefined) item.resolve()
+        else item.reject(err)
+      }
+    }
+    this.#running = false
+  }
+}
+
+async function inParallel<T> (items: T[], limit: number, fn: (item: T) => Promise<void>): Promise<void> {
+  let next = 0
+  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, async () => {
+    while (next < items.length) await fn(items[next++] as T)
+  }))
+}
+
+async function fsyncFile (path: string): Promise<void> {
+  const handle = await open(path, 'r')
+  try {
+    await handle.datasync()
+  } finally {
+    await handle.close()
   }
 }
 

@@ -450,60 +450,52 @@ describe.runIf(requireFuse(kind, ['python3', 'touch']))(`POSIX behaviour on a ${
     const old = 1_000_000_000
     const oldNs = 1_000_000_000_000_000_000n
 
-    const expectModified = async (action: () => Promise<unknown>): Promise<void> => {
-      await utimes(path, old, old)
-      const before = await bstat(path)
+    /** Sets old times on `target`, runs `action` once the clock has moved, returns both stats. */
+    const around = async (target: string, action: () => Promise<unknown>): Promise<{ before: BigIntStats, after: BigIntStats }> => {
+      await utimes(target, old, old)
+      const before = await bstat(target)
       await letClockTick()
       await action()
-      const after = await bstat(path)
-      expect(after.mtimeNs).toBeGreaterThan(oldNs)
-      expect(after.ctimeNs).toBeGreaterThan(before.ctimeNs)
+      return { before, after: await bstat(target) }
     }
-    await expectModified(async () => {
-      const handle = await open(path, 'r+')
-      await handle.write('W', 2)
-      await handle.close()
-    })
-    await expectModified(async () => { await truncate(path, 1) })
-    await expectModified(async () => { await truncate(path, 4096) })
-    await expectModified(async () => {
-      const handle = await open(path, 'r+')
-      await handle.truncate(10)
-      await handle.close()
-    })
-    await expectModified(async () => { await writeFile(path, 'rewritten') })
+    const writes: Record<string, () => Promise<unknown>> = {
+      'pwrite': async () => { const h = await open(path, 'r+'); await h.write('W', 2); await h.close() },
+      'truncate (shrink)': async () => { await truncate(path, 1) },
+      'truncate (grow)': async () => { await truncate(path, 4096) },
+      'ftruncate': async () => { const h = await open(path, 'r+'); await h.truncate(10); await h.close() },
+      'O_TRUNC rewrite': async () => { await writeFile(path, 'rewritten') }
+    }
+    for (const [label, action] of Object.entries(writes)) {
+      const { before, after } = await around(path, action)
+      expect(after.mtimeNs, `mtime after ${label}`).toBeGreaterThan(oldNs)
+      expect(after.ctimeNs, `ctime after ${label}`).toBeGreaterThan(before.ctimeNs)
+    }
 
     // rename and link change the inode's ctime, not its mtime.
-    for (const action of [
-      async () => { await rename(path, join(dir, 'g')); await rename(join(dir, 'g'), path) },
-      async () => { await link(path, join(dir, 'hard')) },
-      async () => { await unlink(join(dir, 'hard')) }
-    ]) {
-      await utimes(path, old, old)
-      const before = await bstat(path)
-      await letClockTick()
-      await action()
-      const after = await bstat(path)
-      expect(after.ctimeNs).toBeGreaterThan(before.ctimeNs)
-      expect(after.mtimeNs).toBe(oldNs)
+    const nameChanges: Record<string, () => Promise<unknown>> = {
+      'rename': async () => { await rename(path, join(dir, 'g')); await rename(join(dir, 'g'), path) },
+      'link': async () => { await link(path, join(dir, 'hard')) },
+      'unlink of another name': async () => { await unlink(join(dir, 'hard')) }
+    }
+    for (const [label, action] of Object.entries(nameChanges)) {
+      const { before, after } = await around(path, action)
+      expect(after.ctimeNs, `ctime after ${label}`).toBeGreaterThan(before.ctimeNs)
+      expect(after.mtimeNs, `mtime after ${label}`).toBe(oldNs)
     }
 
     // A directory's mtime and ctime move when entries are added, removed or renamed.
-    for (const action of [
-      async () => { await writeFile(join(dir, 'new'), '') },
-      async () => { await rename(join(dir, 'new'), join(dir, 'renamed')) },
-      async () => { await unlink(join(dir, 'renamed')) },
-      async () => { await mkdir(join(dir, 'subdir')) },
-      async () => { await rmdir(join(dir, 'subdir')) },
-      async () => { await symlink('f', join(dir, 'sym')) }
-    ]) {
-      await utimes(dir, old, old)
-      const before = await bstat(dir)
-      await letClockTick()
-      await action()
-      const after = await bstat(dir)
-      expect(after.mtimeNs).toBeGreaterThan(oldNs)
-      expect(after.ctimeNs).toBeGreaterThan(before.ctimeNs)
+    const entryChanges: Record<string, () => Promise<unknown>> = {
+      'create': async () => { await writeFile(join(dir, 'new'), '') },
+      'rename within': async () => { await rename(join(dir, 'new'), join(dir, 'renamed')) },
+      'unlink': async () => { await unlink(join(dir, 'renamed')) },
+      'mkdir': async () => { await mkdir(join(dir, 'subdir')) },
+      'rmdir': async () => { await rmdir(join(dir, 'subdir')) },
+      'symlink': async () => { await symlink('f', join(dir, 'sym')) }
+    }
+    for (const [label, action] of Object.entries(entryChanges)) {
+      const { before, after } = await around(dir, action)
+      expect(after.mtimeNs, `dir mtime after ${label}`).toBeGreaterThan(oldNs)
+      expect(after.ctimeNs, `dir ctime after ${label}`).toBeGreaterThan(before.ctimeNs)
     }
   })
 
