@@ -14,11 +14,11 @@ import { BazilError, ErrorCode } from '../errors.ts'
 
 export interface ChunkerParams { minSize: number, avgSize: number, maxSize: number }
 
-/** 256 KiB / 1 MiB / 4 MiB; see docs/DECISIONS.md "Chunking: FastCDC parameters". */
+/** 64 KiB / 256 KiB / 1 MiB; see docs/DECISIONS.md "Chunking: FastCDC parameters". */
 export const DEFAULT_CHUNKER_PARAMS: ChunkerParams = Object.freeze({
-  minSize: 256 * 1024,
-  avgSize: 1024 * 1024,
-  maxSize: 4 * 1024 * 1024
+  minSize: 64 * 1024,
+  avgSize: 256 * 1024,
+  maxSize: 1024 * 1024
 })
 
 /** Extra mask bits before the normalization point, fewer after (FastCDC "NC level"). */
