@@ -271,7 +271,11 @@ function answerCount (op: string, path: string | null, cb: (result: number) => v
 }
 
 /** Nothing may throw back into fuse-native, so the replies themselves are guarded too. */
+/** Counts the requests handed to the volume (see lastHidden in volumeOperations). */
+let requestSeq = 0
+
 function settle<T> (op: string, path: string | null, work: () => Promise<T>, onValue: (value: T) => void, onErrno: (errno: number) => void): void {
+  requestSeq++
   const guarded = (send: () => void): void => {
     try {
       send()
@@ -294,6 +298,8 @@ function ok<T extends unknown[]> (...values: T): T {
 /** The fuse-native operation table over a volume. */
 function volumeOperations (volume: VolumeOps): Fuse.Operations {
   const files = new OpenFiles()
+  /** The name libfuse hid last (see rename). */
+  let lastHidden: { path: string, ino: number, seq: number } | undefined
   return {
     getattr: (path, cb) => {
       answer('getattr', path, cb, async () => {
@@ -356,11 +362,23 @@ function volumeOperations (volume: VolumeOps): Fuse.Operations {
       answer('rename', from, cb, async () => {
         if (files.isHiddenName(to)) {
           if (files.isOpen(from)) {
+            const { ino } = await volume.getattr(from)
             await volume.unlink(from)
             files.hide(from, to)
+            lastHidden = { path: from, ino, seq: requestSeq }
             return ok()
           }
           log.error('libfuse hides %s, which has no open handle here: renaming it for real', from)
+        }
+        // rename(a, b) where b is an open second name of a's file: libfuse first hid b (we
+        // dropped that name); POSIX makes this rename a no-op, so give b back.
+        const hidden = lastHidden
+        lastHidden = undefined
+        // libfuse sends the two renames back to back: anything in between means another case.
+        if (hidden !== undefined && hidden.path === to && requestSeq === hidden.seq + 1 &&
+            !await exists(volume, to) && (await volume.getattr(from)).ino === hidden.ino) {
+          await volume.link(from, to)
+          return ok()
         }
         await volume.rename(from, to)
         files.renamed(from, to)
@@ -491,6 +509,10 @@ function needPath (path: string | null): string {
 }
 
 /** fuse-native passes handles through int32/uint32: a volume's handle must fit both. */
+async function exists (volume: VolumeOps, path: string): Promise<boolean> {
+  return await volume.getattr(path).then(() => true, () => false)
+}
+
 /**
  * libfuse subtracts one from st_nlink of a hidden (unlinked, still open) file, counting the
  * hidden name as a link; the volume has already dropped that name, so add it back.
