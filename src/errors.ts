@@ -45,6 +45,21 @@ export class BazilError extends Error {
   }
 }
 
+/**
+ * A BazilError without a stack trace, for answers that are normal traffic rather than faults
+ * (a lookup of a name that does not exist, an absent xattr): the kernel asks for these on
+ * nearly every create and write, and capturing a stack costs more than the answer.
+ */
+export function expectedError (code: ErrorCode, message: string): BazilError {
+  const limit = Error.stackTraceLimit
+  Error.stackTraceLimit = 0
+  try {
+    return new BazilError(code, message)
+  } finally {
+    Error.stackTraceLimit = limit
+  }
+}
+
 export function isBazilError (err: unknown, code?: ErrorCode): err is BazilError {
   return err instanceof BazilError && (code === undefined || err.code === code)
 }

@@ -7,7 +7,7 @@
 import { randomBytes } from 'node:crypto'
 import { statfs as fsStatfs } from 'node:fs/promises'
 import { Actor } from '../actor/actor.ts'
-import { BazilError, ErrorCode } from '../errors.ts'
+import { BazilError, ErrorCode, expectedError } from '../errors.ts'
 import type { Cas } from '../cas/cas.ts'
 import type { Attr, StatFs, TimeSpec, VolumeOps } from './types.ts'
 import { XATTR_CREATE, XATTR_REPLACE } from './types.ts'
@@ -70,7 +70,7 @@ export class Volume implements VolumeOps {
       const entry = this.meta.get(ino)
       if (!isDir(entry)) throw new BazilError(ErrorCode.NOT_DIR, `${path}: not a directory`)
       const child = this.meta.children.get(ino)?.get(name)
-      if (child === undefined) throw new BazilError(ErrorCode.NOT_FOUND, `${path}: no such entry`)
+      if (child === undefined) throw expectedError(ErrorCode.NOT_FOUND, `${path}: no such entry`)
       ino = child
     }
     return ino
@@ -350,7 +350,7 @@ export class Volume implements VolumeOps {
 
   async getxattr (path: string, name: string): Promise<Buffer> {
     const value = this.meta.get(this.resolve(path)).xattrs?.[name]
-    if (value === undefined) throw new BazilError(ErrorCode.NO_ATTR, `${name}: no such attribute`)
+    if (value === undefined) throw expectedError(ErrorCode.NO_ATTR, `${name}: no such attribute`)
     return Buffer.from(value, 'base64')
   }
 
