@@ -10,6 +10,10 @@
  * GCM breaks only when one key and nonce encrypt two *different* messages, which would need an
  * HMAC-SHA256 collision. The one precondition is that callers pass `id = chunkId(keys, plain)`;
  * `open` re-checks it on every read. See docs/DECISIONS.md "Hot-path crypto uses node:crypto".
+ *
+ * Every Uint8Array returned here is a plain Uint8Array (not a Buffer) that owns its whole
+ * ArrayBuffer (byteOffset 0, never a slice of Node's shared pool), so it can be transferred to or
+ * from a worker thread.
  */
 import { createCipheriv, createDecipheriv, createHmac, timingSafeEqual } from 'node:crypto'
 import { BazilError, ErrorCode } from '../errors.ts'

@@ -82,6 +82,13 @@ export async function runForeground (options: DaemonOptions & { onReady?: () => 
 }
 
 /** Starts a detached daemon for `home` and resolves with its first status once it answers. */
+/**
+ * glibc reads these only at process start: allocations under 8 MiB from the heap and up to
+ * 128 MiB of freed heap kept, so sealing does not page-fault every fresh buffer (nearly twice
+ * the seal speed here; docs/DECISIONS.md "Large buffers: glibc malloc tunables").
+ */
+const MALLOC_TUNING = { MALLOC_MMAP_THRESHOLD_: '8388608', MALLOC_TRIM_THRESHOLD_: '134217728' }
+
 export async function startBackground (options: DaemonOptions & { timeoutMs?: number }): Promise<StatusReport> {
   const { home, mount } = options
   const running = await lockHolder(home.lockPath)
@@ -95,7 +102,8 @@ export async function startBackground (options: DaemonOptions & { timeoutMs?: nu
       detached: true,
       stdio: ['ignore', logFd, logFd],
       // Not the caller's cwd: the daemon must not keep it busy (e.g. a dir someone wants to unmount).
-      cwd: '/'
+      cwd: '/',
+      env: { ...process.env, ...MALLOC_TUNING }
     })
   } finally {
     closeSync(logFd)
