@@ -128,16 +128,16 @@ async function ensureMountDir (mount: string): Promise<void> {
   }
 }
 
-async function withDaemon<T> (global: GlobalOptions, use: (client: ControlClient) => Promise<T>): Promise<T> {
+export async function withDaemon<T> (global: GlobalOptions, use: (client: ControlClient) => Promise<T>): Promise<T> {
   const home = await openHome(homeDir(global))
   const client = await connectControl(home.socketPath)
   try { return await use(client) } finally { client.close() }
 }
 
-function print (text: string): void {
+export function print (text: string): void {
   process.stdout.write(text + '\n')
 }
 
-function printJson (value: unknown): void {
+export function printJson (value: unknown): void {
   process.stdout.write(JSON.stringify(value, null, 2) + '\n')
 }

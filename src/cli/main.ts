@@ -6,6 +6,7 @@
 import { readFileSync } from 'node:fs'
 import { Command, CommanderError } from 'commander'
 import type { GlobalOptions, JsonOption, StartOptions } from './commands.ts'
+import type { TransferOptions } from './stores.ts'
 import { ExitCode, describeError, exitCodeFor } from './exit.ts'
 
 const HELP_FOOTER = `
@@ -37,6 +38,7 @@ export async function main (argv: string[]): Promise<number> {
 
 /** Commands load on first use, so `--help` and usage errors stay quick. */
 const commands = async (): Promise<typeof import('./commands.ts')> => await import('./commands.ts')
+const storeCommands = async (): Promise<typeof import('./stores.ts')> => await import('./stores.ts')
 
 export function buildProgram (setExitCode: (code: number) => void): Command {
   const program = new Command('bazil')
@@ -82,6 +84,32 @@ export function buildProgram (setExitCode: (code: number) => void): Command {
     .description('verify every chunk the volume refers to; lists problems with their paths (exit 1 if any)')
     .option('--json', 'print the report as JSON')
     .action(run(async command => await (await commands()).checkCommand(globals(command), command.opts<JsonOption>())))
+
+  const store = program.command('store').description("the volume's other stores: where its content is replicated and read from")
+  store.command('add <name> <url>')
+    .description('add a store (a local path today; sftp:// and s3:// come with their backends)')
+    .option('--json', 'print the store list as JSON')
+    .action(run(async command => await (await storeCommands()).storeAddCommand(globals(command), command.args[0] as string, command.args[1] as string, command.opts<JsonOption>())))
+  store.command('list')
+    .description('list the stores with their health, latency, throughput and replication backlog')
+    .option('--json', 'print the list as JSON')
+    .action(run(async command => await (await storeCommands()).storeListCommand(globals(command), command.opts<JsonOption>())))
+  store.command('rm <name>')
+    .description('stop using a store (its objects are left in place)')
+    .option('--json', 'print the remaining stores as JSON')
+    .action(run(async command => await (await storeCommands()).storeRemoveCommand(globals(command), command.args[0] as string, command.opts<JsonOption>())))
+
+  program.command('get <path>')
+    .description("fetch a file's or subtree's content into the local store (only what is missing)")
+    .option('--dry-run', 'say what would be fetched, fetch nothing')
+    .option('--json', 'print the report as JSON')
+    .action(run(async command => await (await storeCommands()).getCommand(globals(command), command.args[0] as string, command.opts<TransferOptions>())))
+
+  program.command('push <path> <store>')
+    .description("copy a file's or subtree's content to a store (only what it lacks)")
+    .option('--dry-run', 'say what would be copied, copy nothing')
+    .option('--json', 'print the report as JSON')
+    .action(run(async command => await (await storeCommands()).pushCommand(globals(command), command.args[0] as string, command.args[1] as string, command.opts<TransferOptions>())))
 
   return program
 }

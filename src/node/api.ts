@@ -18,6 +18,27 @@ export interface StatusReport {
   files: number
   directories: number
   startedAt: string
+  /** Objects waiting to be copied to each of the volume's other stores. */
+  replication: Array<{ store: string, pending: number, lastError?: string }>
+}
+
+export interface StoreInfo {
+  name: string
+  url: string
+  /** Circuit breaker: closed (healthy), open (failing, skipped), half-open (being probed). */
+  state: string
+  latencyMs?: number
+  bytesPerMs?: number
+  pending: number
+  lastError?: string
+}
+
+export interface TransferReport {
+  files: number
+  objects: number
+  missing: number
+  bytes: number
+  dryRun: boolean
 }
 
 export interface CheckProblem {
@@ -41,4 +62,11 @@ export interface NodeApi {
   check: (options?: { signal?: AbortSignal }) => Promise<CheckReport>
   /** Unmounts cleanly and stops the node; resolves when done. */
   stop: () => Promise<void>
+  storeAdd: (name: string, url: string) => Promise<StoreInfo[]>
+  storeList: () => Promise<StoreInfo[]>
+  storeRemove: (name: string) => Promise<StoreInfo[]>
+  /** Fetches the content of a file or subtree (a volume path) into the local store. */
+  get: (path: string, options?: { dryRun?: boolean, signal?: AbortSignal }) => Promise<TransferReport>
+  /** Copies the content of a file or subtree to the named store. */
+  push: (path: string, store: string, options?: { dryRun?: boolean, signal?: AbortSignal }) => Promise<TransferReport>
 }

@@ -11,7 +11,7 @@ import { chmod, lstat, rm } from 'node:fs/promises'
 import { StringDecoder } from 'node:string_decoder'
 import { BazilError, ErrorCode, isBazilError } from '../errors.ts'
 import { logger } from '../util/log.ts'
-import type { CheckReport, NodeApi, StatusReport } from './api.ts'
+import type { CheckReport, NodeApi, StatusReport, StoreInfo, TransferReport } from './api.ts'
 
 const log = logger('bazil:control')
 
@@ -37,6 +37,11 @@ export interface ControlClient extends NodeApi {
   status: (options?: CallOptions) => Promise<StatusReport>
   check: (options?: CallOptions) => Promise<CheckReport>
   stop: (options?: CallOptions) => Promise<void>
+  storeAdd: (name: string, url: string, options?: CallOptions) => Promise<StoreInfo[]>
+  storeList: (options?: CallOptions) => Promise<StoreInfo[]>
+  storeRemove: (name: string, options?: CallOptions) => Promise<StoreInfo[]>
+  get: (path: string, options?: CallOptions & { dryRun?: boolean }) => Promise<TransferReport>
+  push: (path: string, store: string, options?: CallOptions & { dryRun?: boolean }) => Promise<TransferReport>
   close: () => void
 }
 
@@ -136,8 +141,19 @@ async function dispatch (api: NodeApi, request: Request, signal: AbortSignal): P
     case 'status': return await api.status()
     case 'check': return await api.check({ signal })
     case 'stop': return await api.stop()
+    case 'storeAdd': return await api.storeAdd(stringParam(request, 'name'), stringParam(request, 'url'))
+    case 'storeList': return await api.storeList()
+    case 'storeRemove': return await api.storeRemove(stringParam(request, 'name'))
+    case 'get': return await api.get(stringParam(request, 'path'), { dryRun: request.params?.dryRun === true, signal })
+    case 'push': return await api.push(stringParam(request, 'path'), stringParam(request, 'store'), { dryRun: request.params?.dryRun === true, signal })
     default: throw new BazilError(ErrorCode.NOT_SUPPORTED, `unknown control method: ${request.method}`)
   }
+}
+
+function stringParam (request: Request, name: string): string {
+  const value = request.params?.[name]
+  if (typeof value !== 'string' || value === '') throw new BazilError(ErrorCode.INVALID, `${request.method} needs a ${name}`)
+  return value
 }
 
 function parseRequest (line: string): Request | BazilError {
@@ -296,6 +312,11 @@ export async function connectControl (socketPath: string, options: { connectTime
     status: async (o = {}) => await call<StatusReport>('status', {}, o, CONTROL_CALL_TIMEOUT_MS),
     check: async (o = {}) => await call<CheckReport>('check', {}, o),
     stop: async (o = {}) => { await call<null>('stop', {}, o, CONTROL_STOP_TIMEOUT_MS) },
+    storeAdd: async (name, url, o = {}) => await call<StoreInfo[]>('storeAdd', { name, url }, o, CONTROL_STOP_TIMEOUT_MS),
+    storeList: async (o = {}) => await call<StoreInfo[]>('storeList', {}, o, CONTROL_CALL_TIMEOUT_MS),
+    storeRemove: async (name, o = {}) => await call<StoreInfo[]>('storeRemove', { name }, o, CONTROL_STOP_TIMEOUT_MS),
+    get: async (path, o = {}) => await call<TransferReport>('get', { path, dryRun: o.dryRun === true }, o),
+    push: async (path, store, o = {}) => await call<TransferReport>('push', { path, store, dryRun: o.dryRun === true }, o),
     close: () => { socket.end(); socket.unref() }
   }
 }

@@ -62,7 +62,12 @@ export async function runForeground (options: DaemonOptions & { onReady?: () => 
     server = await serveControl({
       status: async () => await node.status(),
       check: async checkOptions => await node.check(checkOptions),
-      stop: async () => { requestStop(); await stop() }
+      stop: async () => { requestStop(); await stop() },
+      storeAdd: async (name, url) => await node.storeAdd(name, url),
+      storeList: async () => await node.storeList(),
+      storeRemove: async name => await node.storeRemove(name),
+      get: async (path, o) => await node.get(path, o),
+      push: async (path, store, o) => await node.push(path, store, o)
     }, home.socketPath)
     note('ready')
     options.onReady?.()

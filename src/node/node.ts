@@ -14,7 +14,12 @@ import { Volume } from '../fs/volume.ts'
 import { mountVolume } from '../fs/fuse.ts'
 import type { Mount } from '../fs/fuse.ts'
 import type { Home } from './home.ts'
-import type { CheckReport, NodeApi, StatusReport } from './api.ts'
+import type { CheckReport, NodeApi, StatusReport, StoreInfo } from './api.ts'
+import { StoreSet } from './store-set.ts'
+import { LOCAL_STORE_NAME, parseStore, readStores, writeStores } from './stores.ts'
+import { transfer } from './transfer.ts'
+import { BazilError, ErrorCode } from '../errors.ts'
+import { open as openSealed } from '../cas/seal.ts'
 import { checkVolume, volumeStats } from './check.ts'
 import { logger } from '../util/log.ts'
 
@@ -34,8 +39,12 @@ export interface RunningNode extends NodeApi {
 export async function startNode (options: StartOptions): Promise<RunningNode> {
   const { home } = options
   await clearStaging(home.stagingDir)
-  const store = await LocalStore.open(home.storeDir, { emptyIsTorn: true })
+  const local = await LocalStore.open(home.storeDir, { emptyIsTorn: true })
   const keys = deriveContentKeys(home.ownerSecret)
+  const validate = (key: Uint8Array, sealed: Uint8Array): boolean => {
+    try { openSealed(keys, key, sealed); return true } catch { return false }
+  }
+  const store = await StoreSet.open(local, home.dir, await readStores(home.dir), validate)
   const sealer = new Sealer(keys)
   const cas = new Cas(store, keys, { sealer })
   const owner = { uid: process.getuid?.() ?? 0, gid: process.getgid?.() ?? 0 }
@@ -76,7 +85,8 @@ export async function startNode (options: StartOptions): Promise<RunningNode> {
   }
 
   const status = async (): Promise<StatusReport> => {
-    const stored = await store.stat()
+    const stored = await local.stat()
+    const backlog = await store.backlog()
     const stats = volumeStats(volume)
     return {
       home: home.dir,
@@ -89,14 +99,63 @@ export async function startNode (options: StartOptions): Promise<RunningNode> {
       logicalBytes: stats.logicalBytes,
       files: stats.files,
       directories: stats.directories,
-      startedAt
+      startedAt,
+      replication: backlog.map(b => ({ store: b.name, pending: b.pending, ...(b.lastError !== undefined ? { lastError: b.lastError } : {}) }))
     }
+  }
+
+  const storeList = async (): Promise<StoreInfo[]> => {
+    const configs = await readStores(home.dir)
+    const health = new Map(store.status().map(s => [s.name, s]))
+    const backlog = new Map((await store.backlog()).map(b => [b.name, b]))
+    const info = (name: string, url: string): StoreInfo => {
+      const h = health.get(name)
+      const b = backlog.get(name)
+      return {
+        name,
+        url,
+        state: h?.state ?? 'unavailable',
+        ...(h?.latencyMs !== undefined ? { latencyMs: h.latencyMs } : {}),
+        ...(h?.bytesPerMs !== undefined ? { bytesPerMs: h.bytesPerMs } : {}),
+        pending: b?.pending ?? 0,
+        ...(b?.lastError !== undefined ? { lastError: b.lastError } : {})
+      }
+    }
+    return [info(LOCAL_STORE_NAME, home.storeDir), ...configs.map(c => info(c.name, c.url))]
+  }
+
+  const storeAdd = async (name: string, url: string): Promise<StoreInfo[]> => {
+    const config = parseStore(name, url)
+    const configs = await readStores(home.dir)
+    if (configs.some(c => c.name === name)) throw new BazilError(ErrorCode.EXISTS, `a store named ${name} exists`)
+    const next = [...configs, config]
+    await writeStores(home.dir, next)
+    await store.reconfigure(next)
+    return await storeList()
+  }
+
+  const storeRemove = async (name: string): Promise<StoreInfo[]> => {
+    const configs = await readStores(home.dir)
+    if (!configs.some(c => c.name === name)) throw new BazilError(ErrorCode.NOT_FOUND, `no store named ${name}`)
+    const next = configs.filter(c => c.name !== name)
+    await writeStores(home.dir, next)
+    await store.reconfigure(next)
+    return await storeList()
+  }
+
+  const get = async (path: string, o: { dryRun?: boolean, signal?: AbortSignal } = {}) =>
+    await transfer({ volume, cas, path, source: store.reader, destination: local, dryRun: o.dryRun, signal: o.signal })
+
+  const push = async (path: string, name: string, o: { dryRun?: boolean, signal?: AbortSignal } = {}) => {
+    const destination = store.store(name)
+    if (destination === undefined) throw new BazilError(ErrorCode.NOT_FOUND, `no store named ${name} (see bazil store list)`)
+    return await transfer({ volume, cas, path, source: store.reader, destination, dryRun: o.dryRun, signal: o.signal })
   }
 
   const check = async (checkOptions?: { signal?: AbortSignal }): Promise<CheckReport> =>
     await checkVolume(volume, cas, checkOptions)
 
-  return { volume, closed, stop, status, check }
+  return { volume, closed, stop, status, check, storeAdd, storeList, storeRemove, get, push }
 }
 
 /** Staging files of a previous run hold nothing committed: remove them. */

@@ -1,0 +1,84 @@
+/**
+ * `bazil store add|list|rm`, `bazil get PATH` and `bazil push PATH STORE`: parse-free actions
+ * over the control socket. PATH may be a path in the mounted volume (absolute or relative to
+ * the current directory) or a volume path starting with '/'.
+ */
+import { isAbsolute, relative, resolve, sep } from 'node:path'
+import type { StoreInfo, TransferReport } from '../node/api.ts'
+import { ExitCode } from './exit.ts'
+import { formatCount, humanBytes } from './format.ts'
+import { print, printJson, withDaemon } from './commands.ts'
+import type { GlobalOptions, JsonOption } from './commands.ts'
+
+export interface TransferOptions extends JsonOption { dryRun?: boolean }
+
+export async function storeAddCommand (global: GlobalOptions, name: string, url: string, options: JsonOption): Promise<number> {
+  const stores = await withDaemon(global, async client => await client.storeAdd(name, url))
+  if (options.json === true) printJson(stores)
+  else print(`Added store ${name}; new writes are replicated to it, existing content with \`bazil push / ${name}\`.\n${formatStores(stores)}`)
+  return ExitCode.OK
+}
+
+export async function storeListCommand (global: GlobalOptions, options: JsonOption): Promise<number> {
+  const stores = await withDaemon(global, async client => await client.storeList())
+  if (options.json === true) printJson(stores)
+  else print(formatStores(stores))
+  return ExitCode.OK
+}
+
+export async function storeRemoveCommand (global: GlobalOptions, name: string, options: JsonOption): Promise<number> {
+  const stores = await withDaemon(global, async client => await client.storeRemove(name))
+  if (options.json === true) printJson(stores)
+  else print(`Removed store ${name} (its objects stay where they are).\n${formatStores(stores)}`)
+  return ExitCode.OK
+}
+
+export async function getCommand (global: GlobalOptions, path: string, options: TransferOptions): Promise<number> {
+  return await transferCommand(global, options, async (client, mount) =>
+    await client.get(volumePath(path, mount), { dryRun: options.dryRun === true }), 'the local store')
+}
+
+export async function pushCommand (global: GlobalOptions, path: string, store: string, options: TransferOptions): Promise<number> {
+  return await transferCommand(global, options, async (client, mount) =>
+    await client.push(volumePath(path, mount), store, { dryRun: options.dryRun === true }), `store ${store}`)
+}
+
+async function transferCommand (
+  global: GlobalOptions,
+  options: TransferOptions,
+  run: (client: Parameters<Parameters<typeof withDaemon>[1]>[0], mount: string) => Promise<TransferReport>,
+  where: string
+): Promise<number> {
+  const report = await withDaemon(global, async client => await run(client, (await client.status()).mount))
+  if (options.json === true) printJson(report)
+  else print(formatTransfer(report, where))
+  return ExitCode.OK
+}
+
+/** A path in the mount (or relative to the cwd inside it) → the volume path; '/x' stays as is otherwise. */
+export function volumePath (path: string, mount: string, cwd = process.cwd()): string {
+  const absolute = isAbsolute(path) ? path : resolve(cwd, path)
+  const rel = relative(mount, absolute)
+  if (rel === '') return '/'
+  if (!rel.startsWith('..') && !isAbsolute(rel)) return '/' + rel.split(sep).join('/')
+  return isAbsolute(path) ? path : '/' + path
+}
+
+function formatTransfer (report: TransferReport, where: string): string {
+  const verb = report.dryRun ? 'would copy' : 'copied'
+  return `${formatCount(report.files)} files, ${formatCount(report.objects)} objects: ${verb} ${formatCount(report.missing)} objects (${humanBytes(report.bytes)}) to ${where}; ${formatCount(report.objects - report.missing)} were there already`
+}
+
+export function formatStores (stores: StoreInfo[]): string {
+  const rows = stores.map(s => [
+    s.name,
+    s.state,
+    s.latencyMs === undefined ? '-' : `${s.latencyMs.toFixed(1)} ms`,
+    s.bytesPerMs === undefined ? '-' : `${humanBytes(s.bytesPerMs * 1000)}/s`,
+    s.pending === 0 ? '-' : `${formatCount(s.pending)} to copy`,
+    s.url + (s.lastError !== undefined ? `  (last error: ${s.lastError})` : '')
+  ])
+  const header = ['name', 'state', 'latency', 'throughput', 'backlog', 'url']
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map(r => (r[i] as string).length)))
+  return [header, ...rows].map(r => r.map((c, i) => i === r.length - 1 ? c : c.padEnd(widths[i] as number)).join('  ')).join('\n')
+}

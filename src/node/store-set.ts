@@ -1,0 +1,98 @@
+/**
+ * The KV the CAS uses: writes and `has` go to the local store (content lands locally first, and
+ * dedup must mean "we have it here"); reads go through the fan-out over the local store and the
+ * volume's other stores; every write is queued for replication to those stores. Stores can be
+ * added and removed while the node runs (`reconfigure`).
+ */
+import { join } from 'node:path'
+import { FanoutStore } from '../kv/fanout.ts'
+import type { FanoutMember, MemberStatus } from '../kv/fanout.ts'
+import { ReplicationQueue } from '../kv/replication.ts'
+import type { TargetBacklog } from '../kv/replication.ts'
+import type { KV, KVFlush, KVHas, KVOptions, KVPutOptions } from '../kv/kv.ts'
+import type { LocalStore } from '../kv/local.ts'
+import { logger } from '../util/log.ts'
+import { LOCAL_STORE_NAME, openStore } from './stores.ts'
+import type { OpenedStore, StoreConfig } from './stores.ts'
+
+const log = logger('bazil:stores')
+
+export class StoreSet implements KV, KVHas, KVFlush {
+  private fanout: FanoutStore
+  private remotes: OpenedStore[] = []
+  private queue: ReplicationQueue | undefined
+
+  private constructor (
+    readonly local: LocalStore,
+    private readonly homeDir: string,
+    private readonly validate: (key: Uint8Array, value: Uint8Array) => boolean
+  ) {
+    this.fanout = new FanoutStore([{ name: LOCAL_STORE_NAME, kv: local, primary: true }])
+  }
+
+  static async open (local: LocalStore, homeDir: string, configs: StoreConfig[], validate: (key: Uint8Array, value: Uint8Array) => boolean): Promise<StoreSet> {
+    const set = new StoreSet(local, homeDir, validate)
+    await set.reconfigure(configs)
+    return set
+  }
+
+  /** Opens the configured stores (a store that cannot be opened is logged and left out). */
+  async reconfigure (configs: StoreConfig[]): Promise<void> {
+    const opened: OpenedStore[] = []
+    for (const config of configs) {
+      try {
+        opened.push(await openStore(config))
+      } catch (err) {
+        log.error('store %s (%s) is left out: %s', config.name, config.url, (err as Error).message)
+      }
+    }
+    const old = { remotes: this.remotes, queue: this.queue }
+    const members: FanoutMember[] = [{ name: LOCAL_STORE_NAME, kv: this.local, primary: true }, ...opened.map(s => ({ name: s.config.name, kv: s.kv }))]
+    // Checking every copy costs a second decryption: only worth it when copies come from elsewhere.
+    this.fanout = new FanoutStore(members, opened.length > 0 ? { validate: this.validate } : {})
+    await old.queue?.stop()
+    this.queue = await ReplicationQueue.open(join(this.homeDir, 'replication'), {
+      source: this.local,
+      targets: new Map(opened.map(s => [s.config.name, s.kv]))
+    })
+    this.queue.start()
+    this.remotes = opened
+    await Promise.all(old.remotes.map(async s => { await s.close().catch(() => {}) }))
+  }
+
+  /** The store named `name` (the local one included). */
+  store (name: string): KV | undefined {
+    if (name === LOCAL_STORE_NAME) return this.local
+    return this.remotes.find(s => s.config.name === name)?.kv
+  }
+
+  /** Reads from any store. */
+  get reader (): KV { return this.fanout }
+
+  status (): MemberStatus[] { return this.fanout.status() }
+
+  async backlog (): Promise<TargetBacklog[]> { return await this.queue?.backlog() ?? [] }
+
+  async get (key: Uint8Array, options?: KVOptions): Promise<Uint8Array> {
+    return await this.fanout.get(key, options)
+  }
+
+  async has (key: Uint8Array, options?: KVOptions): Promise<boolean> {
+    return await this.local.has(key, options)
+  }
+
+  async put (key: Uint8Array, value: Uint8Array, options?: KVPutOptions): Promise<void> {
+    await this.local.put(key, value, options)
+    if (this.remotes.length > 0) await this.queue?.enqueue(key)
+  }
+
+  async flush (options?: KVOptions): Promise<void> {
+    await this.local.flush(options)
+  }
+
+  async close (): Promise<void> {
+    await this.queue?.stop()
+    await Promise.all(this.remotes.map(async s => { await s.close().catch(() => {}) }))
+    await this.local.close()
+  }
+}

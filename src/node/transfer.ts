@@ -1,0 +1,80 @@
+/**
+ * `bazil get PATH` and `bazil push PATH STORE`: move the content of a file or subtree between
+ * stores, deduplicated (only objects the destination lacks move; manifest nodes included) and
+ * resumable (an interrupted run simply finds fewer objects missing next time). `dryRun` counts
+ * what would move without moving it.
+ */
+import { walkTree } from '../cas/manifest.ts'
+import { SEAL_OVERHEAD, toHex } from '../cas/seal.ts'
+import type { Cas } from '../cas/cas.ts'
+import type { Volume } from '../fs/volume.ts'
+import { isDir, isFile } from '../fs/meta.ts'
+import type { Entry } from '../fs/meta.ts'
+import { hasCapability } from '../kv/kv.ts'
+import type { KV } from '../kv/kv.ts'
+import { BazilError, ErrorCode, throwIfAborted } from '../errors.ts'
+import type { TransferReport } from './api.ts'
+
+export type { TransferReport } from './api.ts'
+
+/** Every file entry at or below `path` in the volume. */
+export function filesUnder (volume: Volume, path: string): Entry[] {
+  const start = volume.meta.get(volume.resolve(path))
+  if (isFile(start)) return [start]
+  if (!isDir(start)) return []
+  const out: Entry[] = []
+  const stack = [start.ino]
+  const seen = new Set<number>()
+  while (stack.length > 0) {
+    const ino = stack.pop() as number
+    for (const child of volume.meta.children.get(ino)?.values() ?? []) {
+      const entry = volume.meta.entries.get(child)
+      if (entry === undefined || seen.has(child)) continue
+      seen.add(child)
+      if (isDir(entry)) stack.push(child)
+      else if (isFile(entry)) out.push(entry)
+    }
+  }
+  return out
+}
+
+/**
+ * Copies every object of the files under `path` that `destination` lacks, reading through
+ * `cas` (which verifies) and writing the sealed bytes fetched from `source`.
+ */
+export async function transfer (options: {
+  volume: Volume
+  cas: Cas
+  path: string
+  source: KV
+  destination: KV
+  dryRun?: boolean
+  signal?: AbortSignal
+}): Promise<TransferReport> {
+  const { volume, cas, source, destination } = options
+  if (!hasCapability(destination, 'has')) throw new BazilError(ErrorCode.NOT_SUPPORTED, 'the destination store cannot say what it has')
+  const files = filesUnder(volume, options.path)
+  const seen = new Set<string>()
+  const report: TransferReport = { files: files.length, objects: 0, missing: 0, bytes: 0, dryRun: options.dryRun === true }
+  for (const entry of files) {
+    if (entry.content == null) continue
+    for await (const { id, length } of walkTree(cas, entry.content, { signal: options.signal, size: entry.size })) {
+      throwIfAborted(options.signal)
+      const hex = toHex(id)
+      if (seen.has(hex)) continue
+      seen.add(hex)
+      report.objects++
+      if (await destination.has(id, { signal: options.signal })) continue
+      report.missing++
+      if (options.dryRun === true) {
+        report.bytes += (length ?? 0) + SEAL_OVERHEAD
+        continue
+      }
+      const sealed = await source.get(id, { signal: options.signal })
+      cas.checkSealed(id, sealed) // a bad copy is never spread
+      await destination.put(id, sealed, { signal: options.signal })
+      report.bytes += sealed.byteLength
+    }
+  }
+  return report
+}
