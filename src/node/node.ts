@@ -16,7 +16,7 @@ import type { Mount } from '../fs/fuse.ts'
 import type { Home } from './home.ts'
 import type { CheckReport, NodeApi, StatusReport, StoreInfo } from './api.ts'
 import { StoreSet } from './store-set.ts'
-import { LOCAL_STORE_NAME, parseStore, readStores, writeStores } from './stores.ts'
+import { LOCAL_STORE_NAME, openStore, parseStore, readStores, writeStores } from './stores.ts'
 import { transfer } from './transfer.ts'
 import { BazilError, ErrorCode } from '../errors.ts'
 import { open as openSealed } from '../cas/seal.ts'
@@ -118,7 +118,7 @@ export async function startNode (options: StartOptions): Promise<RunningNode> {
         ...(h?.latencyMs !== undefined ? { latencyMs: h.latencyMs } : {}),
         ...(h?.bytesPerMs !== undefined ? { bytesPerMs: h.bytesPerMs } : {}),
         pending: b?.pending ?? 0,
-        ...(b?.lastError !== undefined ? { lastError: b.lastError } : {})
+        ...(store.openErrors.has(name) ? { lastError: store.openErrors.get(name) } : b?.lastError !== undefined ? { lastError: b.lastError } : {})
       }
     }
     return [info(LOCAL_STORE_NAME, home.storeDir), ...configs.map(c => info(c.name, c.url))]
@@ -128,6 +128,10 @@ export async function startNode (options: StartOptions): Promise<RunningNode> {
     const config = parseStore(name, url)
     const configs = await readStores(home.dir)
     if (configs.some(c => c.name === name)) throw new BazilError(ErrorCode.EXISTS, `a store named ${name} exists`)
+    // Open it once here so that a wrong URL, key or host is a clear error now, not a log line;
+    // an SFTP host key seen for the first time is pinned in the config.
+    const probe = await openStore(config, { homeDir: home.dir, onHostKey: async hostKey => { config.hostKey = hostKey } })
+    await probe.close()
     const next = [...configs, config]
     await writeStores(home.dir, next)
     await store.reconfigure(next)

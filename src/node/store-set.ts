@@ -12,7 +12,7 @@ import type { TargetBacklog } from '../kv/replication.ts'
 import type { KV, KVFlush, KVHas, KVOptions, KVPutOptions } from '../kv/kv.ts'
 import type { LocalStore } from '../kv/local.ts'
 import { logger } from '../util/log.ts'
-import { LOCAL_STORE_NAME, openStore } from './stores.ts'
+import { LOCAL_STORE_NAME, openStore, readStores, writeStores } from './stores.ts'
 import type { OpenedStore, StoreConfig } from './stores.ts'
 
 const log = logger('bazil:stores')
@@ -21,6 +21,8 @@ export class StoreSet implements KV, KVHas, KVFlush {
   private fanout: FanoutStore
   private remotes: OpenedStore[] = []
   private queue: ReplicationQueue | undefined
+  /** Why a configured store could not be opened, by name. */
+  readonly openErrors = new Map<string, string>()
 
   private constructor (
     readonly local: LocalStore,
@@ -39,12 +41,19 @@ export class StoreSet implements KV, KVHas, KVFlush {
   /** Opens the configured stores (a store that cannot be opened is logged and left out). */
   async reconfigure (configs: StoreConfig[]): Promise<void> {
     const opened: OpenedStore[] = []
+    for (const name of [...this.openErrors.keys()]) if (!configs.some(c => c.name === name)) this.openErrors.delete(name)
     for (const config of configs) {
       try {
-        opened.push(await openStore(config))
+        opened.push(await openStore(config, {
+          homeDir: this.homeDir,
+          onHostKey: async hostKey => { await pinHostKey(this.homeDir, config.name, hostKey) }
+        }))
       } catch (err) {
         log.error('store %s (%s) is left out: %s', config.name, config.url, (err as Error).message)
+        this.openErrors.set(config.name, (err as Error).message)
+        continue
       }
+      this.openErrors.delete(config.name)
     }
     const old = { remotes: this.remotes, queue: this.queue }
     const members: FanoutMember[] = [{ name: LOCAL_STORE_NAME, kv: this.local, primary: true }, ...opened.map(s => ({ name: s.config.name, kv: s.kv }))]
@@ -95,4 +104,11 @@ export class StoreSet implements KV, KVHas, KVFlush {
     await Promise.all(this.remotes.map(async s => { await s.close().catch(() => {}) }))
     await this.local.close()
   }
+}
+
+/** Saves an SFTP host key seen on first use, so every later connection is checked against it. */
+async function pinHostKey (homeDir: string, name: string, hostKey: string): Promise<void> {
+  const configs = await readStores(homeDir)
+  await writeStores(homeDir, configs.map(c => c.name === name ? { ...c, hostKey } : c))
+  log('pinned the host key of store %s', name)
 }

@@ -1,19 +1,26 @@
 /**
  * The volume's stores besides the local one: their configuration (`<home>/stores.json`, 0600,
- * written atomically) and how a URL becomes a KV. Today a store is a plain local path (another
- * disk, a mounted share); `sftp://` and `s3://` are parsed and refused clearly until their
- * backends are wired in (issue 5).
+ * written atomically) and how a URL becomes a KV:
+ * - a plain local path (another disk, a mounted share);
+ * - `sftp://user@host:port/path` — key authentication with `?key=FILE` or the data dir's
+ *   `sftp.key`, else ~/.ssh/id_ed25519; the host key is pinned on first use (saved in the
+ *   store's config) and checked on every connection after that;
+ * - `s3://` is parsed and refused clearly until its backend is wired in.
  */
-import { open, readFile, rename } from 'node:fs/promises'
+import { access, open, readFile, rename } from 'node:fs/promises'
+import { homedir } from 'node:os'
 import { isAbsolute, join, resolve } from 'node:path'
 import { BazilError, ErrorCode, fromSystemError } from '../errors.ts'
 import { LocalStore } from '../kv/local.ts'
+import { SftpStore } from '../kv/sftp.ts'
 import type { FullKV, KV } from '../kv/kv.ts'
 
 export interface StoreConfig {
   name: string
   url: string
   addedAt: string
+  /** SFTP: the server's host key (base64 raw key), pinned on first use. */
+  hostKey?: string
 }
 
 export interface OpenedStore {
@@ -78,11 +85,43 @@ export function parseStore (name: string, url: string, now = new Date()): StoreC
   throw new BazilError(ErrorCode.INVALID, `unknown store URL scheme "${scheme}": use a local path, sftp://user@host:port/path or s3://bucket/prefix`)
 }
 
-export async function openStore (config: StoreConfig): Promise<OpenedStore> {
+export interface OpenStoreOptions {
+  homeDir: string
+  /** Called with the SFTP host key seen on first use; the caller persists it in the config. */
+  onHostKey?: (hostKey: string) => Promise<void>
+}
+
+export async function openStore (config: StoreConfig, options: OpenStoreOptions): Promise<OpenedStore> {
   const scheme = /^([a-z][a-z0-9+.-]*):\/\//i.exec(config.url)?.[1]?.toLowerCase()
   if (scheme === undefined) {
     const store: FullKV & { close: () => Promise<void> } = await LocalStore.open(config.url)
     return { config, kv: store, close: async () => { await store.close() } }
   }
+  if (scheme === 'sftp') {
+    const url = new URL(config.url)
+    if (url.hostname === '' || url.username === '') throw new BazilError(ErrorCode.INVALID, `an sftp store needs sftp://user@host[:port]/path (got ${config.url})`)
+    const keyFile = url.searchParams.get('key') ?? await firstExisting([join(options.homeDir, 'sftp.key'), join(homedir(), '.ssh', 'id_ed25519')])
+    if (keyFile === undefined) throw new BazilError(ErrorCode.NOT_FOUND, 'no SSH key for the sftp store: pass ?key=FILE or put one at <data dir>/sftp.key')
+    const privateKey = await readFile(keyFile).catch((err: unknown) => { throw fromSystemError(err, `reading the SSH key ${keyFile}`) })
+    const path = decodeURIComponent(url.pathname).replace(/^\/~\//, '') || '.'
+    const store = await SftpStore.open({
+      host: url.hostname,
+      port: url.port === '' ? 22 : Number(url.port),
+      username: decodeURIComponent(url.username),
+      privateKey,
+      path,
+      hostKey: config.hostKey !== undefined
+        ? { known: config.hostKey }
+        : { onFirstUse: async key => { await options.onHostKey?.(key.publicKey) } }
+    })
+    return { config, kv: store, close: async () => { await store.close() } }
+  }
   throw new BazilError(ErrorCode.NOT_SUPPORTED, `${scheme} stores are not wired into the daemon yet (store "${config.name}")`)
+}
+
+async function firstExisting (paths: string[]): Promise<string | undefined> {
+  for (const path of paths) {
+    if (await access(path).then(() => true, () => false)) return path
+  }
+  return undefined
 }

@@ -9,11 +9,12 @@ import { readdir, readFile, rm, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { describe, expect, it } from 'vitest'
 import { requireFuse, startBazil, testTarget } from '../helpers/mount.ts'
+import type { RunResult } from '../helpers/mount.ts'
 import { tmpDir } from '../helpers/tmp.ts'
 
 const kind = testTarget()
 
-async function json<T> (result: { code: number, stdout: string, stderr: string }): Promise<T> {
+async function json<T> (result: RunResult): Promise<T> {
   expect(result.code, result.stderr).toBe(0)
   return JSON.parse(result.stdout) as T
 }
