@@ -35,7 +35,11 @@ export function formatStatus (status: StatusReport): string {
     ['files', formatCount(status.files)],
     ['dirs', formatCount(status.directories)],
     ['logical', `${humanBytes(status.logicalBytes)} (sum of file sizes)`],
-    ['stored', `${humanBytes(status.storedBytes)} in ${formatCount(status.chunks)} chunks (local store, sealed)`]
+    ['stored', `${humanBytes(status.storedBytes)} in ${formatCount(status.chunks)} chunks (local store, sealed)`],
+    ...(status.replication ?? []).map(r => [
+      `→ ${r.store}`,
+      (r.pending === 0 ? 'replicated' : `${formatCount(r.pending)} objects to copy`) + (r.lastError !== undefined ? ` (last error: ${r.lastError})` : '')
+    ] as [string, string])
   ])
 }
 

@@ -4,7 +4,7 @@
  * the current directory) or a volume path starting with '/'.
  */
 import { isAbsolute, relative, resolve, sep } from 'node:path'
-import type { StoreInfo, TransferReport } from '../node/api.ts'
+import type { StoreInfo, TransferProgress, TransferReport } from '../node/api.ts'
 import { ExitCode } from './exit.ts'
 import { formatCount, humanBytes } from './format.ts'
 import { print, printJson, withDaemon } from './commands.ts'
@@ -34,25 +34,51 @@ export async function storeRemoveCommand (global: GlobalOptions, name: string, o
 }
 
 export async function getCommand (global: GlobalOptions, path: string, options: TransferOptions): Promise<number> {
-  return await transferCommand(global, options, async (client, mount) =>
-    await client.get(volumePath(path, mount), { dryRun: options.dryRun === true }), 'the local store')
+  return await transferCommand(global, options, async (client, mount, onProgress) =>
+    await client.get(volumePath(path, mount), { dryRun: options.dryRun === true, onProgress }), 'the local store')
 }
 
 export async function pushCommand (global: GlobalOptions, path: string, store: string, options: TransferOptions): Promise<number> {
-  return await transferCommand(global, options, async (client, mount) =>
-    await client.push(volumePath(path, mount), store, { dryRun: options.dryRun === true }), `store ${store}`)
+  return await transferCommand(global, options, async (client, mount, onProgress) =>
+    await client.push(volumePath(path, mount), store, { dryRun: options.dryRun === true, onProgress }), `store ${store}`)
 }
+
+type Client = Parameters<Parameters<typeof withDaemon>[1]>[0]
 
 async function transferCommand (
   global: GlobalOptions,
   options: TransferOptions,
-  run: (client: Parameters<Parameters<typeof withDaemon>[1]>[0], mount: string) => Promise<TransferReport>,
+  run: (client: Client, mount: string, onProgress: ((p: TransferProgress) => void) | undefined) => Promise<TransferReport>,
   where: string
 ): Promise<number> {
-  const report = await withDaemon(global, async client => await run(client, (await client.status()).mount))
-  if (options.json === true) printJson(report)
-  else print(formatTransfer(report, where))
-  return ExitCode.OK
+  // A progress bar on a terminal's stderr; scripts (--json, pipes) get the result only.
+  const bar = options.json !== true && process.stderr.isTTY ? progressBar() : undefined
+  try {
+    const report = await withDaemon(global, async client => await run(client, (await client.status()).mount, bar?.update))
+    bar?.done()
+    if (options.json === true) printJson(report)
+    else print(formatTransfer(report, where))
+    return ExitCode.OK
+  } catch (err) {
+    bar?.done()
+    throw err
+  }
+}
+
+/** One line on stderr: a bar over the objects seen so far, counts, bytes and rate. */
+export function progressBar (write: (text: string) => void = text => { process.stderr.write(text) }): { update: (p: TransferProgress) => void, done: () => void } {
+  const started = Date.now()
+  let drawn = false
+  return {
+    update: p => {
+      const width = 24
+      const filled = p.total === 0 ? 0 : Math.round(width * p.objects / p.total)
+      const seconds = Math.max((Date.now() - started) / 1000, 0.001)
+      write(`\r[${'#'.repeat(filled)}${'.'.repeat(width - filled)}] ${formatCount(p.objects)}/${formatCount(p.total)} objects, ${formatCount(p.missing)} to copy, ${humanBytes(p.bytes)} at ${humanBytes(p.bytes / seconds)}/s `)
+      drawn = true
+    },
+    done: () => { if (drawn) write('\n') }
+  }
 }
 
 /** A path in the mount (or relative to the cwd inside it) → the volume path; '/x' stays as is otherwise. */

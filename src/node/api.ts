@@ -33,6 +33,15 @@ export interface StoreInfo {
   lastError?: string
 }
 
+/** Progress of a long operation, sent as it goes (the CLI draws a progress bar from it). */
+export interface TransferProgress {
+  objects: number
+  /** Objects known so far (grows while manifests are walked). */
+  total: number
+  missing: number
+  bytes: number
+}
+
 export interface TransferReport {
   files: number
   objects: number
@@ -57,6 +66,12 @@ export interface CheckReport {
   ok: boolean
 }
 
+export interface TransferOptions {
+  dryRun?: boolean
+  signal?: AbortSignal
+  onProgress?: (progress: TransferProgress) => void
+}
+
 export interface NodeApi {
   status: () => Promise<StatusReport>
   check: (options?: { signal?: AbortSignal }) => Promise<CheckReport>
@@ -66,7 +81,7 @@ export interface NodeApi {
   storeList: () => Promise<StoreInfo[]>
   storeRemove: (name: string) => Promise<StoreInfo[]>
   /** Fetches the content of a file or subtree (a volume path) into the local store. */
-  get: (path: string, options?: { dryRun?: boolean, signal?: AbortSignal }) => Promise<TransferReport>
+  get: (path: string, options?: TransferOptions) => Promise<TransferReport>
   /** Copies the content of a file or subtree to the named store. */
-  push: (path: string, store: string, options?: { dryRun?: boolean, signal?: AbortSignal }) => Promise<TransferReport>
+  push: (path: string, store: string, options?: TransferOptions) => Promise<TransferReport>
 }

@@ -11,7 +11,7 @@ import { chmod, lstat, rm } from 'node:fs/promises'
 import { StringDecoder } from 'node:string_decoder'
 import { BazilError, ErrorCode, isBazilError } from '../errors.ts'
 import { logger } from '../util/log.ts'
-import type { CheckReport, NodeApi, StatusReport, StoreInfo, TransferReport } from './api.ts'
+import type { CheckReport, NodeApi, StatusReport, StoreInfo, TransferProgress, TransferReport } from './api.ts'
 
 const log = logger('bazil:control')
 
@@ -45,7 +45,7 @@ export interface ControlClient extends NodeApi {
   close: () => void
 }
 
-export interface CallOptions { signal?: AbortSignal, timeoutMs?: number }
+export interface CallOptions { signal?: AbortSignal, timeoutMs?: number, onProgress?: (progress: TransferProgress) => void }
 
 export interface ControlServer {
   readonly socketPath: string
@@ -108,7 +108,7 @@ function serveConnection (socket: Socket, api: NodeApi, inFlight: Set<Promise<vo
     const controller = new AbortController()
     controllers.set(request.id, controller)
     try {
-      const result = await dispatch(api, request, controller.signal)
+      const result = await dispatch(api, request, controller.signal, progress => { send({ id: request.id, progress }) })
       send({ id: request.id, result: result ?? null })
     } catch (err) {
       if (!isBazilError(err)) log.error('%s failed: %O', request.method, err)
@@ -135,7 +135,7 @@ function serveConnection (socket: Socket, api: NodeApi, inFlight: Set<Promise<vo
   socket.on('close', () => { for (const controller of controllers.values()) controller.abort() })
 }
 
-async function dispatch (api: NodeApi, request: Request, signal: AbortSignal): Promise<unknown> {
+async function dispatch (api: NodeApi, request: Request, signal: AbortSignal, onProgress: (progress: TransferProgress) => void): Promise<unknown> {
   switch (request.method) {
     case 'ping': return { pid: process.pid } satisfies PingReply
     case 'status': return await api.status()
@@ -144,8 +144,8 @@ async function dispatch (api: NodeApi, request: Request, signal: AbortSignal): P
     case 'storeAdd': return await api.storeAdd(stringParam(request, 'name'), stringParam(request, 'url'))
     case 'storeList': return await api.storeList()
     case 'storeRemove': return await api.storeRemove(stringParam(request, 'name'))
-    case 'get': return await api.get(stringParam(request, 'path'), { dryRun: request.params?.dryRun === true, signal })
-    case 'push': return await api.push(stringParam(request, 'path'), stringParam(request, 'store'), { dryRun: request.params?.dryRun === true, signal })
+    case 'get': return await api.get(stringParam(request, 'path'), { dryRun: request.params?.dryRun === true, signal, onProgress })
+    case 'push': return await api.push(stringParam(request, 'path'), stringParam(request, 'store'), { dryRun: request.params?.dryRun === true, signal, onProgress })
     default: throw new BazilError(ErrorCode.NOT_SUPPORTED, `unknown control method: ${request.method}`)
   }
 }
@@ -247,7 +247,7 @@ async function listen (server: Server, socketPath: string): Promise<void> {
 /** Connects to a daemon's control socket; NOT_RUNNING if no daemon listens there. */
 export async function connectControl (socketPath: string, options: { connectTimeoutMs?: number } = {}): Promise<ControlClient> {
   const socket = await connect(socketPath, options.connectTimeoutMs ?? CONTROL_CONNECT_TIMEOUT_MS)
-  const pending = new Map<number, { resolve: (value: unknown) => void, reject: (err: unknown) => void }>()
+  const pending = new Map<number, { resolve: (value: unknown) => void, reject: (err: unknown) => void, onProgress?: (progress: TransferProgress) => void }>()
   let nextId = 1
   let closedError: BazilError | undefined
   const fail = (err: BazilError): void => {
@@ -256,7 +256,7 @@ export async function connectControl (socketPath: string, options: { connectTime
     pending.clear()
   }
   readLines(socket, CONTROL_MAX_RESPONSE_BYTES, line => {
-    let message: { id?: unknown, result?: unknown, error?: { code?: unknown, message?: unknown } }
+    let message: { id?: unknown, result?: unknown, progress?: unknown, error?: { code?: unknown, message?: unknown } }
     try { message = JSON.parse(line) } catch {
       fail(new BazilError(ErrorCode.PROTOCOL, 'the daemon sent a reply that is not JSON'))
       socket.destroy()
@@ -269,6 +269,10 @@ export async function connectControl (socketPath: string, options: { connectTime
     }
     const call = pending.get(message.id)
     if (call === undefined) return
+    if (message.progress !== undefined) {
+      call.onProgress?.(message.progress as TransferProgress)
+      return
+    }
     pending.delete(message.id)
     if (message.error !== undefined) call.reject(errorFromWire(message.error))
     else call.resolve(message.result)
@@ -297,7 +301,8 @@ export async function connectControl (socketPath: string, options: { connectTime
       const onAbort = (): void => { abandon(new BazilError(ErrorCode.ABORTED, `${method} aborted`, { cause: signal?.reason })) }
       pending.set(id, {
         resolve: value => { cleanup(); resolve(value as T) },
-        reject: err => { cleanup(); reject(err) }
+        reject: err => { cleanup(); reject(err) },
+        onProgress: callOptions.onProgress
       })
       signal?.addEventListener('abort', onAbort, { once: true })
       if (timeoutMs !== undefined) {

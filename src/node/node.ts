@@ -14,7 +14,7 @@ import { Volume } from '../fs/volume.ts'
 import { mountVolume } from '../fs/fuse.ts'
 import type { Mount } from '../fs/fuse.ts'
 import type { Home } from './home.ts'
-import type { CheckReport, NodeApi, StatusReport, StoreInfo } from './api.ts'
+import type { CheckReport, NodeApi, StatusReport, StoreInfo, TransferOptions } from './api.ts'
 import { StoreSet } from './store-set.ts'
 import { LOCAL_STORE_NAME, openStore, parseStore, readStores, writeStores } from './stores.ts'
 import { transfer } from './transfer.ts'
@@ -147,13 +147,13 @@ export async function startNode (options: StartOptions): Promise<RunningNode> {
     return await storeList()
   }
 
-  const get = async (path: string, o: { dryRun?: boolean, signal?: AbortSignal } = {}) =>
-    await transfer({ volume, cas, path, source: store.reader, destination: local, dryRun: o.dryRun, signal: o.signal })
+  const get = async (path: string, o: TransferOptions = {}) =>
+    await transfer({ volume, cas, path, source: store.reader, destination: local, ...o })
 
-  const push = async (path: string, name: string, o: { dryRun?: boolean, signal?: AbortSignal } = {}) => {
+  const push = async (path: string, name: string, o: TransferOptions = {}) => {
     const destination = store.store(name)
     if (destination === undefined) throw new BazilError(ErrorCode.NOT_FOUND, `no store named ${name} (see bazil store list)`)
-    return await transfer({ volume, cas, path, source: store.reader, destination, dryRun: o.dryRun, signal: o.signal })
+    return await transfer({ volume, cas, path, source: store.reader, destination, ...o })
   }
 
   const check = async (checkOptions?: { signal?: AbortSignal }): Promise<CheckReport> =>

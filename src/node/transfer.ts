@@ -13,7 +13,7 @@ import type { Entry } from '../fs/meta.ts'
 import { hasCapability } from '../kv/kv.ts'
 import type { KV } from '../kv/kv.ts'
 import { BazilError, ErrorCode, throwIfAborted } from '../errors.ts'
-import type { TransferReport } from './api.ts'
+import type { TransferProgress, TransferReport } from './api.ts'
 
 export type { TransferReport } from './api.ts'
 
@@ -50,13 +50,22 @@ export async function transfer (options: {
   destination: KV
   dryRun?: boolean
   signal?: AbortSignal
+  onProgress?: (progress: TransferProgress) => void
 }): Promise<TransferReport> {
   const { volume, cas, source, destination } = options
   if (!hasCapability(destination, 'has')) throw new BazilError(ErrorCode.NOT_SUPPORTED, 'the destination store cannot say what it has')
   const files = filesUnder(volume, options.path)
   const seen = new Set<string>()
   const report: TransferReport = { files: files.length, objects: 0, missing: 0, bytes: 0, dryRun: options.dryRun === true }
+  let lastProgress = 0
+  const progress = (force = false): void => {
+    const now = Date.now()
+    if (options.onProgress === undefined || (!force && now - lastProgress < 200)) return
+    lastProgress = now
+    options.onProgress({ objects: report.objects, total: seen.size, missing: report.missing, bytes: report.bytes })
+  }
   for (const entry of files) {
+    progress()
     if (entry.content == null) continue
     for await (const { id, length } of walkTree(cas, entry.content, { signal: options.signal, size: entry.size })) {
       throwIfAborted(options.signal)
@@ -74,7 +83,9 @@ export async function transfer (options: {
       cas.checkSealed(id, sealed) // a bad copy is never spread
       await destination.put(id, sealed, { signal: options.signal })
       report.bytes += sealed.byteLength
+      progress()
     }
   }
+  progress(true)
   return report
 }

@@ -77,6 +77,20 @@ describe('control socket', () => {
     expect(await client.ping()).toEqual({ pid: process.pid })
   })
 
+  it('streams progress of a transfer before its result', async () => {
+    const { client } = await setup({
+      push: async (_path, _store, o) => {
+        o?.onProgress?.({ objects: 1, total: 4, missing: 1, bytes: 10 })
+        o?.onProgress?.({ objects: 4, total: 4, missing: 2, bytes: 20 })
+        return { files: 1, objects: 4, missing: 2, bytes: 20, dryRun: false }
+      }
+    })
+    const seen: number[] = []
+    const result = await client.push('/', 'box', { onProgress: p => { seen.push(p.objects) } })
+    expect(seen).toEqual([1, 4])
+    expect(result.missing).toBe(2)
+  })
+
   it('creates the socket private (0600)', async () => {
     const { socketPath } = await setup()
     expect((await stat(socketPath)).mode & 0o777).toBe(0o600)
