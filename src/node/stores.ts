@@ -5,14 +5,17 @@
  * - `sftp://user@host:port/path` — key authentication with `?key=FILE` or the data dir's
  *   `sftp.key`, else ~/.ssh/id_ed25519; the host key is pinned on first use (saved in the
  *   store's config) and checked on every connection after that;
- * - `s3://` is parsed and refused clearly until its backend is wired in.
+ * - `s3://bucket/prefix?endpoint=URL&region=R[&create=1]` — any S3-compatible service (path-style
+ *   addressing when an endpoint is given); credentials from `<data dir>/s3.json` (0600:
+ *   {"accessKeyId", "secretAccessKey"}) or else the standard AWS environment variables.
  */
-import { access, open, readFile, rename } from 'node:fs/promises'
+import { access, open, readFile, rename, stat } from 'node:fs/promises'
 import { homedir } from 'node:os'
 import { isAbsolute, join, resolve } from 'node:path'
 import { BazilError, ErrorCode, fromSystemError } from '../errors.ts'
 import { LocalStore } from '../kv/local.ts'
 import { SftpStore } from '../kv/sftp.ts'
+import { S3Store } from '../kv/s3.ts'
 import type { FullKV, KV } from '../kv/kv.ts'
 
 export interface StoreConfig {
@@ -116,7 +119,23 @@ export async function openStore (config: StoreConfig, options: OpenStoreOptions)
     })
     return { config, kv: store, close: async () => { await store.close() } }
   }
-  throw new BazilError(ErrorCode.NOT_SUPPORTED, `${scheme} stores are not wired into the daemon yet (store "${config.name}")`)
+  if (scheme === 's3') {
+    const url = new URL(config.url)
+    if (url.hostname === '') throw new BazilError(ErrorCode.INVALID, `an s3 store needs s3://bucket/prefix (got ${config.url})`)
+    const endpoint = url.searchParams.get('endpoint') ?? undefined
+    const region = url.searchParams.get('region') ?? undefined
+    const store = await S3Store.open({
+      bucket: url.hostname,
+      prefix: decodeURIComponent(url.pathname).replace(/^\/+/, ''),
+      ...(endpoint !== undefined ? { endpoint } : {}),
+      ...(region !== undefined ? { region } : {}),
+      ...await s3Credentials(options.homeDir),
+      createBucket: url.searchParams.get('create') === '1'
+    })
+    await store.check()
+    return { config, kv: store, close: async () => { await store.close() } }
+  }
+  throw new BazilError(ErrorCode.NOT_SUPPORTED, `${scheme} stores are not supported (store "${config.name}")`)
 }
 
 async function firstExisting (paths: string[]): Promise<string | undefined> {
@@ -124,4 +143,23 @@ async function firstExisting (paths: string[]): Promise<string | undefined> {
     if (await access(path).then(() => true, () => false)) return path
   }
   return undefined
+}
+
+/** Credentials for S3 stores: the data dir's s3.json if present (it must be 0600), else none (env). */
+async function s3Credentials (homeDir: string): Promise<{ credentials?: { accessKeyId: string, secretAccessKey: string } }> {
+  const path = join(homeDir, 's3.json')
+  let text: string
+  try {
+    const st = await stat(path)
+    if ((st.mode & 0o077) !== 0) throw new BazilError(ErrorCode.PERMISSION, `${path} must be readable by its owner only (chmod 600)`)
+    text = await readFile(path, 'utf8')
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return {}
+    throw fromSystemError(err, `reading ${path}`)
+  }
+  const parsed = JSON.parse(text) as { accessKeyId?: unknown, secretAccessKey?: unknown }
+  if (typeof parsed.accessKeyId !== 'string' || typeof parsed.secretAccessKey !== 'string') {
+    throw new BazilError(ErrorCode.INVALID, `${path} needs "accessKeyId" and "secretAccessKey"`)
+  }
+  return { credentials: { accessKeyId: parsed.accessKeyId, secretAccessKey: parsed.secretAccessKey } }
 }
