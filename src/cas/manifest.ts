@@ -114,10 +114,10 @@ export async function buildTree (cas: Cas, chunks: ManifestEntry[], options?: KV
   }
 }
 
-/** Lists every object id a content tree references (nodes and chunks), with each chunk's length. */
-export async function * walkTree (cas: Cas, ref: ContentRef, options?: KVOptions): AsyncGenerator<{ id: Uint8Array, node: boolean }> {
+/** Lists every object id a content tree references (nodes and chunks), with each chunk's plaintext length. */
+export async function * walkTree (cas: Cas, ref: ContentRef, options?: KVOptions & { size?: number }): AsyncGenerator<{ id: Uint8Array, node: boolean, length?: number }> {
   if (ref.depth === 0) {
-    yield { id: fromHex(ref.root), node: false }
+    yield { id: fromHex(ref.root), node: false, length: options?.size }
     return
   }
   const stack: Uint8Array[] = [fromHex(ref.root)]
@@ -128,7 +128,7 @@ export async function * walkTree (cas: Cas, ref: ContentRef, options?: KVOptions
     for (let i = node.ids.length - 1; i >= 0; i--) {
       const child = node.ids[i] as Uint8Array
       if (node.depth > 1) stack.push(child)
-      else if (!isZeroId(child)) yield { id: child, node: false }
+      else if (!isZeroId(child)) yield { id: child, node: false, length: (node.starts[i + 1] as number) - (node.starts[i] as number) }
     }
   }
 }
