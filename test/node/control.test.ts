@@ -78,13 +78,13 @@ describe('control socket', () => {
   })
 
   it('streams progress of a transfer before its result', async () => {
-    const { client } = await setup({
+    const { client } = await setup(stubApi({
       push: async (_path, _store, o) => {
         o?.onProgress?.({ objects: 1, total: 4, missing: 1, bytes: 10 })
         o?.onProgress?.({ objects: 4, total: 4, missing: 2, bytes: 20 })
         return { files: 1, objects: 4, missing: 2, bytes: 20, dryRun: false }
       }
-    })
+    }))
     const seen: number[] = []
     const result = await client.push('/', 'box', { onProgress: p => { seen.push(p.objects) } })
     expect(seen).toEqual([1, 4])
