@@ -5,11 +5,11 @@
  * users could write it, and every change is written before memory reflects it: a failed write
  * leaves both the file and the store as they were. Changes are serialized; reads are sync.
  */
-import { randomBytes } from 'node:crypto'
-import { open, readFile, rename, rm, stat } from 'node:fs/promises'
+import { readFile, stat } from 'node:fs/promises'
 import type { Stats } from 'node:fs'
-import { dirname, join } from 'node:path'
+import { join } from 'node:path'
 import { peerIdFromString } from '@libp2p/peer-id'
+import { writeFileAtomic } from '../util/atomic-file.ts'
 import { BazilError, ErrorCode, fromSystemError } from '../errors.ts'
 import type { PairedPeer, TrustStore } from './types.ts'
 
@@ -145,20 +145,9 @@ async function readPeersFile (path: string): Promise<string | undefined> {
 
 async function writePeersFile (path: string, peers: Map<string, PairedPeer>): Promise<void> {
   const file: PeersFile = { version: FORMAT_VERSION, peers: [...peers.values()] }
-  const tmp = `${path}.tmp-${process.pid}-${randomBytes(4).toString('hex')}`
   try {
-    const handle = await open(tmp, 'wx', 0o600)
-    try {
-      await handle.writeFile(JSON.stringify(file, null, 2) + '\n')
-      await handle.sync()
-    } finally {
-      await handle.close()
-    }
-    await rename(tmp, path)
-    const dir = await open(dirname(path), 'r')
-    try { await dir.sync() } finally { await dir.close() }
+    await writeFileAtomic(path, JSON.stringify(file, null, 2) + '\n', 0o600)
   } catch (err) {
-    await rm(tmp, { force: true })
     throw fromSystemError(err, `cannot write ${path}`)
   }
 }

@@ -6,11 +6,12 @@
  */
 import { createPrivateKey, createPublicKey, generateKeyPairSync, randomBytes } from 'node:crypto'
 import type { KeyObject } from 'node:crypto'
-import { mkdir, open, readdir, readFile, rename, rm, stat, chmod } from 'node:fs/promises'
+import { mkdir, readdir, readFile, stat, chmod } from 'node:fs/promises'
 import type { Stats } from 'node:fs'
 import { homedir } from 'node:os'
 import { join, resolve } from 'node:path'
 import { BazilError, ErrorCode, fromSystemError } from '../errors.ts'
+import { syncDir, writeFileAtomic } from '../util/atomic-file.ts'
 
 export interface Identity {
   /** Raw 32-byte Ed25519 public key. */
@@ -195,26 +196,6 @@ async function readOrUndefined (path: string): Promise<Buffer | undefined> {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined
     throw fromSystemError(err, `cannot read ${path}`)
   }
-}
-
-async function writeFileAtomic (path: string, data: string | Uint8Array, mode: number): Promise<void> {
-  const tmp = `${path}.tmp-${process.pid}-${randomBytes(4).toString('hex')}`
-  const handle = await open(tmp, 'wx', mode)
-  try {
-    await handle.writeFile(data)
-    await handle.sync()
-  } finally {
-    await handle.close()
-  }
-  try { await rename(tmp, path) } catch (err) {
-    await rm(tmp, { force: true })
-    throw err
-  }
-}
-
-async function syncDir (dir: string): Promise<void> {
-  const handle = await open(dir, 'r')
-  try { await handle.sync() } finally { await handle.close() }
 }
 
 const BASE58_ALPHABET = '123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz'

@@ -9,7 +9,8 @@
  *   addressing when an endpoint is given); credentials from `<data dir>/s3.json` (0600:
  *   {"accessKeyId", "secretAccessKey"}) or else the standard AWS environment variables.
  */
-import { access, open, readFile, rename, stat } from 'node:fs/promises'
+import { access, readFile, stat } from 'node:fs/promises'
+import { writeFileAtomic } from '../util/atomic-file.ts'
 import { homedir } from 'node:os'
 import { isAbsolute, join, resolve } from 'node:path'
 import { BazilError, ErrorCode, fromSystemError } from '../errors.ts'
@@ -57,17 +58,8 @@ export async function readStores (homeDir: string): Promise<StoreConfig[]> {
 }
 
 export async function writeStores (homeDir: string, stores: StoreConfig[]): Promise<void> {
-  const path = storesFile(homeDir)
-  const temp = `${path}.tmp-${process.pid}`
   try {
-    const file = await open(temp, 'w', 0o600)
-    try {
-      await file.writeFile(JSON.stringify(stores, null, 2) + '\n')
-      await file.sync()
-    } finally {
-      await file.close()
-    }
-    await rename(temp, path)
+    await writeFileAtomic(storesFile(homeDir), JSON.stringify(stores, null, 2) + '\n', 0o600)
   } catch (err) {
     throw fromSystemError(err, 'writing stores.json')
   }
