@@ -12,6 +12,8 @@ import type { ContentKeys } from './keys.ts'
 import { logger } from '../util/log.ts'
 import { LruCache } from '../util/lru.ts'
 import type { Sealer } from './sealer.ts'
+import { keyedChunkerParams } from './chunker.ts'
+import type { ChunkerParams } from './chunker.ts'
 
 const log = logger('bazil:cas')
 const SMALL_CHUNK = 128 * 1024
@@ -36,11 +38,14 @@ export class Cas {
   private readonly cache: LruCache<string, Uint8Array>
   private readonly inflight = new Map<string, Promise<Uint8Array>>()
   readonly stats: CasStats = { chunksWritten: 0, bytesWritten: 0, chunksDeduped: 0 }
+  /** How this volume cuts content: default sizes, gear table keyed by the owner secret. */
+  readonly chunkerParams: ChunkerParams
 
   constructor (kv: KV, keys: ContentKeys, options: CasOptions = {}) {
     this.kv = kv
     this.keys = keys
     this.sealer = options.sealer
+    this.chunkerParams = keyedChunkerParams(keys.chunkerKey)
     this.cache = new LruCache(options.cacheBytes ?? 64 * 1024 * 1024, v => v.byteLength)
   }
 

@@ -9,10 +9,16 @@
  * whole buffer. The gear table is fixed forever (derived from SHA-256 of a constant): changing
  * it, the masks or the rules below moves every boundary and loses dedup against stored data.
  */
-import { createHash } from 'node:crypto'
+import { createHash, createHmac } from 'node:crypto'
 import { BazilError, ErrorCode } from '../errors.ts'
 
-export interface ChunkerParams { minSize: number, avgSize: number, maxSize: number }
+export interface ChunkerParams {
+  minSize: number
+  avgSize: number
+  maxSize: number
+  /** The gear table; default: the public one. Volumes use a table keyed by the owner secret. */
+  gear?: Int32Array
+}
 
 /** 64 KiB / 256 KiB / 1 MiB; see docs/DECISIONS.md "Chunking: FastCDC parameters". */
 export const DEFAULT_CHUNKER_PARAMS: ChunkerParams = Object.freeze({
@@ -76,8 +82,7 @@ let scanHash = 0
 /** Rolls the gear hash over data[from..to) and returns the index of the first byte after which
  *  `hash & mask` is zero, or -1. The middle runs a word at a time: one aligned 32-bit load per
  *  four bytes is about twice as fast in V8 as a load per byte. */
-function scan (data: Uint8Array, from: number, to: number, mask: number): number {
-  const gear = GEAR
+function scan (data: Uint8Array, from: number, to: number, mask: number, gear: Int32Array): number {
   let h = scanHash
   let i = from
   const headEnd = LITTLE_ENDIAN ? Math.min(to, from + ((4 - ((data.byteOffset + from) & 3)) & 3)) : to
@@ -127,8 +132,9 @@ export function nextChunkLength (data: Uint8Array, start: number, end: number, e
   const limit = start + Math.min(available, maxSize)
   const normal = Math.min(start + avgSize, limit)
   scanHash = 0
-  let cut = scan(data, start + minSize, normal, maskS)
-  if (cut < 0) cut = scan(data, normal, limit, maskL)
+  const gear = params.gear ?? GEAR
+  let cut = scan(data, start + minSize, normal, maskS, gear)
+  if (cut < 0) cut = scan(data, normal, limit, maskL, gear)
   if (cut >= 0) return cut + 1 - start
   if (available >= maxSize) return maxSize
   return eof ? available : -1
@@ -144,4 +150,19 @@ export function chunkLengths (data: Uint8Array, params: ChunkerParams = DEFAULT_
     offset += length
   }
   return lengths
+}
+
+/**
+ * The default sizes with a gear table derived from a key (the owner secret's chunker key):
+ * with the public table, the sequence of chunk sizes of a known file is a fingerprint a store
+ * could match; with a keyed one, only the owner's devices can predict where cuts fall (restic
+ * does the same with a per-repository polynomial). Devices of one owner share the key, so they
+ * still cut identically and deduplicate each other's data.
+ */
+export function keyedChunkerParams (key: Uint8Array, base: ChunkerParams = DEFAULT_CHUNKER_PARAMS): ChunkerParams {
+  const gear = new Int32Array(256)
+  for (let b = 0; b < 256; b++) {
+    gear[b] = createHmac('sha256', key).update(Uint8Array.of(b)).digest().readInt32BE(0)
+  }
+  return Object.freeze({ minSize: base.minSize, avgSize: base.avgSize, maxSize: base.maxSize, gear })
 }

@@ -15,12 +15,15 @@ export interface ContentKeys {
   idKey: Uint8Array
   /** HMAC-SHA256 key from which each chunk's AES-256-GCM key is derived (see seal.ts). */
   encKey: Uint8Array
+  /** Key of the chunker's gear table (see chunker.ts `keyedChunkerParams`). */
+  chunkerKey: Uint8Array
 }
 
 /** HKDF info strings. Never reuse one for another purpose; a new scheme gets a new version. */
 export const KEY_INFO = Object.freeze({
   chunkId: 'bazil/v1/chunk-id',
-  chunkEnc: 'bazil/v1/chunk-enc'
+  chunkEnc: 'bazil/v1/chunk-enc',
+  chunker: 'bazil/v1/chunker'
 })
 
 const encoder = new TextEncoder()
@@ -32,5 +35,5 @@ export function deriveContentKeys (ownerSecret: Uint8Array): ContentKeys {
   }
   // No salt: the secret is already uniformly random, so HKDF-Extract's zero salt is enough.
   const derive = (info: string): Uint8Array => hkdf(sha256, ownerSecret, undefined, encoder.encode(info), 32)
-  return { idKey: derive(KEY_INFO.chunkId), encKey: derive(KEY_INFO.chunkEnc) }
+  return { idKey: derive(KEY_INFO.chunkId), encKey: derive(KEY_INFO.chunkEnc), chunkerKey: derive(KEY_INFO.chunker) }
 }

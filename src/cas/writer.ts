@@ -13,7 +13,7 @@
 import { throwIfAborted } from '../errors.ts'
 import type { KVOptions } from '../kv/kv.ts'
 import type { Cas } from './cas.ts'
-import { nextChunkLength, DEFAULT_CHUNKER_PARAMS } from './chunker.ts'
+import { nextChunkLength } from './chunker.ts'
 import type { ChunkerParams } from './chunker.ts'
 import { buildTree, isAllZero } from './manifest.ts'
 import type { ContentRef, ManifestEntry } from './manifest.ts'
@@ -38,7 +38,7 @@ export class ContentBuilder {
   private buf: Buffer | null = null
 
   constructor (private readonly cas: Cas, params?: ChunkerParams) {
-    this.params = params ?? DEFAULT_CHUNKER_PARAMS
+    this.params = params ?? cas.chunkerParams
   }
 
   /** Cuts and stores chunks of source [offset, upTo); without eof the last partial chunk waits. */

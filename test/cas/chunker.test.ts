@@ -206,3 +206,22 @@ function referenceChunkLengths (data: Uint8Array, params: ChunkerParams): number
   }
   return out
 }
+
+describe('keyed gear table', () => {
+  it('cuts the same for one key and differently for another, within the size bounds', async () => {
+    const { keyedChunkerParams } = await import('../../src/cas/chunker.ts')
+    const { createCipheriv } = await import('node:crypto')
+    const data = createCipheriv('aes-256-ctr', Buffer.alloc(32, 3), Buffer.alloc(16)).update(Buffer.alloc(8 * 1024 * 1024))
+    const a = keyedChunkerParams(new Uint8Array(32).fill(1))
+    const a2 = keyedChunkerParams(new Uint8Array(32).fill(1))
+    const b = keyedChunkerParams(new Uint8Array(32).fill(2))
+    const cutsA = chunkLengths(data, a)
+    expect(chunkLengths(data, a2)).toEqual(cutsA)
+    expect(chunkLengths(data, b)).not.toEqual(cutsA)
+    expect(chunkLengths(data)).not.toEqual(cutsA)
+    for (const n of cutsA.slice(0, -1)) {
+      expect(n).toBeGreaterThanOrEqual(a.minSize)
+      expect(n).toBeLessThanOrEqual(a.maxSize)
+    }
+  })
+})
