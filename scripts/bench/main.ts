@@ -11,13 +11,14 @@ import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
 import { Cleanup } from './cleanup.ts'
 import type { BenchContext, BenchRun } from './context.ts'
+import { blockExchangeRun } from './block-exchange.ts'
 import { fsRun } from './fs.ts'
 import { machineFacts } from './machine.ts'
 import { writeSections, type Section } from './report.ts'
 import { TARGET_NAMES, type TargetName } from './targets.ts'
 
 /** Every run, in the order they run and appear. Later issues add block exchange, sync, stores. */
-const RUNS: BenchRun[] = [fsRun]
+const RUNS: BenchRun[] = [fsRun, blockExchangeRun]
 
 const REPO_ROOT = fileURLToPath(new URL('../..', import.meta.url))
 
