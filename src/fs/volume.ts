@@ -16,6 +16,7 @@ import type { Entry } from './meta.ts'
 import { OpenFiles } from './open-files.ts'
 
 const NAME_MAX = 255
+const S_ISGID = 0o2000
 const XATTR_SIZE_MAX = 65536
 const O_ACCMODE = 3
 
@@ -398,12 +399,16 @@ export class Volume implements VolumeOps {
     const now = Date.now()
     const change = this.meta.change()
     const dir = (mode & S_IFMT) === S_IFDIR
+    // A set-group-ID directory passes its group on, and its bit to new subdirectories (as
+    // inode_init_owner does in the kernel for local file systems).
+    const parentEntry = this.meta.get(parent)
+    const inheritGroup = (parentEntry.mode & S_ISGID) !== 0
     const entry: Entry = {
       ino: this.meta.allocIno(change),
       id: randomBytes(16).toString('hex'),
-      mode,
+      mode: inheritGroup && dir ? mode | S_ISGID : mode,
       uid: this.options.owner.uid,
-      gid: this.options.owner.gid,
+      gid: inheritGroup ? parentEntry.gid : this.options.owner.gid,
       size: dir ? 4096 : extra.target !== undefined ? Buffer.byteLength(extra.target) : 0,
       nlink: dir ? 2 : 1,
       atimeMs: now,

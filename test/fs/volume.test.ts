@@ -123,6 +123,19 @@ describe('Volume (no FUSE)', () => {
     expect(volume.meta.entries.size).toBe(1)
   })
 
+  it('passes a set-group-ID directory\'s group and bit on to what is made in it', async () => {
+    const { volume } = await openTestVolume()
+    await volume.mkdir('/shared', 0o755)
+    await volume.chown('/shared', 0, 1234)
+    await volume.chmod('/shared', 0o2775)
+    await volume.mkdir('/shared/sub', 0o750)
+    await writeFile(volume, '/shared/f', Buffer.from('x'))
+    expect((await volume.getattr('/shared/sub')).mode & 0o7777).toBe(0o2750)
+    expect((await volume.getattr('/shared/sub')).gid).toBe(1234)
+    expect((await volume.getattr('/shared/f')).gid).toBe(1234)
+    expect((await volume.getattr('/shared/f')).mode & 0o2000).toBe(0)
+  })
+
   it('stores xattrs with create/replace flags', async () => {
     const { volume } = await openTestVolume()
     await writeFile(volume, '/f', Buffer.from(''))
