@@ -357,7 +357,17 @@ function volumeOperations (volume: VolumeOps): Fuse.Operations {
       })
     },
     mkdir: (path, mode, cb) => { answer('mkdir', path, cb, async () => { await volume.mkdir(path, mode); return ok() }) },
-    rmdir: (path, cb) => { answer('rmdir', path, cb, async () => { await volume.rmdir(path); return ok() }) },
+    rmdir: (path, cb) => {
+      answer('rmdir', path, cb, async () => {
+        // libfuse keeps an unlinked open file under its directory (as `.fuse_hidden…`) and
+        // finds it by path: removing the directory would leave that descriptor answering
+        // ENOENT. So, as every libfuse 2 file system without hard_remove does, the directory
+        // is "not empty" until those descriptors close.
+        if (files.hasHiddenIn(path)) throw new BazilError(ErrorCode.NOT_EMPTY, `${path} holds an unlinked file that is still open`)
+        await volume.rmdir(path)
+        return ok()
+      })
+    },
     rename: (from, to, cb) => {
       answer('rename', from, cb, async () => {
         if (files.isHiddenName(to)) {
@@ -449,6 +459,14 @@ class OpenFiles {
     const path = this.pathOf.get(fh)
     this.pathOf.delete(fh)
     if (path !== undefined) this.hidden.get(path)?.delete(fh)
+  }
+
+  /** True if a hidden (unlinked, still open) file lives directly in `dir`. */
+  hasHiddenIn (dir: string): boolean {
+    for (const [path, handles] of this.hidden) {
+      if (handles.size > 0 && posix.dirname(path) === dir) return true
+    }
+    return false
   }
 
   isHiddenName (path: string): boolean {

@@ -454,6 +454,16 @@ describe.runIf(requireFuse(kind, ['python3']))(`differential: ${kind} mount vs a
       log.push(`#${i} ${JSON.stringify(op)} -> ref ${JSON.stringify(expected)}`)
       const key = `${op.op}:${expected.code}`
       counts.set(key, (counts.get(key) ?? 0) + 1)
+      if (op.op === 'rmdir' && expected.code === 'OK' && actual.code === 'ENOTEMPTY' &&
+          (await readdir(join(mountRoot, op.path))).length === 0) {
+        // Documented libfuse 2 behaviour (src/fs/fuse.ts rmdir): a directory whose unlinked
+        // file is still open stays until the descriptor closes. Mirror it in the reference.
+        await mkdir(join(refRoot, op.path), { mode: (await stat(join(mountRoot, op.path))).mode & 0o7777 })
+        await chmod(join(refRoot, op.path), (await stat(join(mountRoot, op.path))).mode & 0o7777)
+        log.push(`#${i} (rmdir refused while an unlinked file in it is open; reference re-created)`)
+        tree = scan(refRoot)
+        continue
+      }
       if (!isDeepStrictEqual(actual, expected)) {
         const state = await describePaths(op, mountRoot, refRoot)
         expect(actual, `${failure(i, `outcome of ${op.op} differs`)}\nstate right after:\n  ${state}`).toEqual(expected)

@@ -191,6 +191,22 @@ describe.runIf(requireFuse(kind, ['python3', 'touch']))(`POSIX behaviour on a ${
     expect(await readdir(dir)).toEqual(['d'])
   })
 
+  it('keeps the directory of an unlinked open file until the descriptor closes (libfuse 2)', async () => {
+    if (kind === 'bindfs') return // bindfs passes rmdir through to the backing directory
+    const dir = await fresh()
+    const sub = join(dir, 'sub')
+    await mkdir(sub)
+    await writeFile(join(sub, 'f'), 'still here')
+    const handle = await open(join(sub, 'f'), 'r')
+    await unlink(join(sub, 'f'))
+    await expect(rmdir(sub)).rejects.toMatchObject({ code: 'ENOTEMPTY' })
+    expect((await handle.stat()).size).toBe(10)
+    expect((await handle.readFile('utf8'))).toBe('still here')
+    await handle.close()
+    await rmdir(sub)
+    expect(await readdir(dir)).toEqual([])
+  })
+
   it('keeps an unlinked file readable and writable through its open descriptor', async () => {
     const dir = await fresh()
     const path = join(dir, 'open-unlinked')
