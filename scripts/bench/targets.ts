@@ -80,7 +80,7 @@ async function openBazil (workDir: string, cleanup: Cleanup): Promise<Target> {
   let pid: number | undefined
 
   const start = async (): Promise<void> => {
-    await bazil('start', '--mount', dir)
+    await bazil('start', '--mount', dir, '--listen', '/ip4/127.0.0.1/tcp/0', '--no-mdns')
     pid = (await bazilStatus(bazil)).pid
     if (!(await isMounted(dir))) throw new Error(`bazil start returned but ${dir} is not mounted`)
   }

@@ -17,7 +17,15 @@ import { formatCheck, formatStatus } from './format.ts'
 
 export interface GlobalOptions { home?: string }
 export interface JsonOption { json?: boolean }
-export interface StartOptions { mount?: string, foreground?: boolean, init?: boolean }
+export interface StartOptions { mount?: string, foreground?: boolean, init?: boolean, listen?: string[], mdns?: boolean, offline?: boolean }
+
+function networkOptions (options: StartOptions): { listen?: string[], mdns?: boolean, offline?: boolean } {
+  return {
+    ...(options.listen !== undefined && options.listen.length > 0 ? { listen: options.listen } : {}),
+    ...(options.mdns === false ? { mdns: false } : {}),
+    ...(options.offline === true ? { offline: true } : {})
+  }
+}
 
 export async function initCommand (global: GlobalOptions, options: JsonOption): Promise<number> {
   const home = await initHome(homeDir(global))
@@ -39,6 +47,7 @@ export async function startCommand (global: GlobalOptions, options: StartOptions
     await runForeground({
       home,
       mount,
+      ...networkOptions(options),
       onReady: () => {
         const howToStop = process.stdout.isTTY ? ' Press Ctrl-C to stop.' : ''
         print(`Bazil is running (pid ${process.pid}): volume ${home.volume.name} is mounted at ${mount}.${howToStop}`)
@@ -47,7 +56,7 @@ export async function startCommand (global: GlobalOptions, options: StartOptions
     print('Bazil stopped; the volume is unmounted.')
     return ExitCode.OK
   }
-  const status = await startBackground({ home, mount })
+  const status = await startBackground({ home, mount, ...networkOptions(options) })
   print(`Bazil started (pid ${status.pid}): volume ${status.volume} is mounted at ${status.mount}.`)
   print(`Log: ${home.logPath}`)
   return ExitCode.OK

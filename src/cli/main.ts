@@ -7,6 +7,7 @@ import { readFileSync } from 'node:fs'
 import { Command, CommanderError } from 'commander'
 import type { GlobalOptions, JsonOption, StartOptions } from './commands.ts'
 import type { TransferOptions } from './stores.ts'
+import type { InviteOptions } from './peers.ts'
 import { ExitCode, describeError, exitCodeFor } from './exit.ts'
 
 const HELP_FOOTER = `
@@ -39,6 +40,7 @@ export async function main (argv: string[]): Promise<number> {
 /** Commands load on first use, so `--help` and usage errors stay quick. */
 const commands = async (): Promise<typeof import('./commands.ts')> => await import('./commands.ts')
 const storeCommands = async (): Promise<typeof import('./stores.ts')> => await import('./stores.ts')
+const peerCommands = async (): Promise<typeof import('./peers.ts')> => await import('./peers.ts')
 
 export function buildProgram (setExitCode: (code: number) => void): Command {
   const program = new Command('bazil')
@@ -69,6 +71,9 @@ export function buildProgram (setExitCode: (code: number) => void): Command {
     .option('--mount <dir>', 'where to mount the volume (default: $BAZIL_MOUNT or ~/bazil; created if missing)')
     .option('--foreground', 'run in this terminal until Ctrl-C instead of in the background')
     .option('--init', 'initialize the data dir first if it is not yet')
+    .option('--listen <multiaddr>', 'listen on this address (repeatable; default /ip4/0.0.0.0/tcp/4011, or any free port)', (value: string, previous: string[] = []) => [...previous, value])
+    .option('--no-mdns', 'do not look for your other devices on the LAN (mDNS)')
+    .option('--offline', 'no networking at all (no peers, no pairing)')
     .action(run(async command => await (await commands()).startCommand(globals(command), command.opts<StartOptions>())))
 
   program.command('stop')
@@ -84,6 +89,26 @@ export function buildProgram (setExitCode: (code: number) => void): Command {
     .description('verify every chunk the volume refers to; lists problems with their paths (exit 1 if any)')
     .option('--json', 'print the report as JSON')
     .action(run(async command => await (await commands()).checkCommand(globals(command), command.opts<JsonOption>())))
+
+  program.command('invite')
+    .description('print a one-time code that lets another device of yours join (bazil join CODE there)')
+    .option('--ttl <minutes>', 'how long the code works', '10')
+    .option('--json', 'print the code as JSON')
+    .action(run(async command => await (await peerCommands()).inviteCommand(globals(command), command.opts<InviteOptions>())))
+
+  program.command('join <code>')
+    .description('make this (new) data dir one of your devices, with a code from `bazil invite`')
+    .option('--json', 'print the result as JSON')
+    .action(run(async command => await (await peerCommands()).joinCommand(globals(command), command.args[0] as string, command.opts<JsonOption>())))
+
+  const peers = program.command('peers')
+    .description('paired and nearby devices: name, id, paired, connected, addresses, last seen, round trip, traffic')
+    .option('--json', 'print the table as JSON')
+    .action(run(async command => await (await peerCommands()).peersCommand(globals(command), command.opts<JsonOption>())))
+  peers.command('remove <peer-id>')
+    .description('forget a paired device: it gets nothing from this one any more')
+    .option('--json', 'print the remaining peers as JSON')
+    .action(run(async command => await (await peerCommands()).peersRemoveCommand(globals(command), command.args[0] as string, command.optsWithGlobals<JsonOption>())))
 
   const store = program.command('store').description("the volume's other stores: where its content is replicated and read from")
   store.command('add <name> <url>')

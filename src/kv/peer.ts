@@ -12,7 +12,7 @@
  */
 import { BazilError, ErrorCode, throwIfAborted } from '../errors.ts'
 import type { BlockExchange } from '../../protocols/block-exchange/index.ts'
-import { MAX_IDS_PER_REQUEST } from '../../protocols/block-exchange/index.ts'
+import { MAX_ID_BYTES, MAX_IDS_PER_REQUEST, MIN_ID_BYTES } from '../../protocols/block-exchange/index.ts'
 import type { KV, KVHas, KVOptions } from './kv.ts'
 
 /** Requests in flight per kind (get, has); well under the peer's MAX_INBOUND_STREAMS. */
@@ -76,6 +76,10 @@ class WantList<T> {
 
   async want (key: Uint8Array, signal?: AbortSignal): Promise<T> {
     throwIfAborted(signal)
+    // Checked here, not in the batch: one bad key must not fail the calls it would share a request with.
+    if (key.byteLength < MIN_ID_BYTES || key.byteLength > MAX_ID_BYTES) {
+      throw new BazilError(ErrorCode.INVALID, `key of ${key.byteLength} bytes (want ${MIN_ID_BYTES}–${MAX_ID_BYTES})`)
+    }
     return await new Promise<T>((resolve, reject) => {
       const want: Want<T> = { key, resolve, reject, settled: false }
       const onAbort = (): void => {

@@ -1,12 +1,12 @@
 /**
  * Length-prefixed frames over a libp2p 3 stream, with back-pressure both ways. A frame is an
  * unsigned varint byte length followed by that many bytes (the framing of @libp2p/utils'
- * lpStream), but unlike lpStream:
+ * lpStream; frame-assembler.ts cuts them), but unlike lpStream:
  *
  * - reading is pulled: libp2p 3 streams push 'message' events as data arrives and never slow
  *   the sender by themselves, so the reader pauses the stream (yamux then withholds window
- *   updates and the sender stops) once nobody waits and it holds a complete frame plus
- *   `highWaterBytes`, and resumes when the caller wants more;
+ *   updates and the sender stops) once nobody waits and more than `highWaterBytes` of
+ *   complete frames are held, and resumes when the caller wants more;
  * - every frame is bounded (`maxFrameBytes`) and an oversized length fails at once, before
  *   its bytes arrive; a stream ending inside a frame fails too;
  * - writing waits on the 'drain' event, not `stream.onDrain()`, which in @libp2p/utils 7
@@ -18,14 +18,12 @@
  */
 import type { Stream } from '@libp2p/interface'
 import { BazilError, ErrorCode, throwIfAborted } from '../errors.ts'
-
-/** The largest varint length accepted: 5 bytes encode up to 2^35 - 1. */
-const MAX_VARINT_BYTES = 5
+import { FrameAssembler } from './frame-assembler.ts'
 
 export interface FrameReaderOptions {
   /** Largest frame accepted, prefix excluded. */
   maxFrameBytes: number
-  /** Bytes held beyond the next complete frame before the stream is paused. Default 2 MiB. */
+  /** Bytes of complete frames held, with nobody waiting, before the stream is paused. Default 2 MiB. */
   highWaterBytes?: number
   /** Called with the byte count of every chunk received (prefixes included). */
   onBytes?: (bytes: number) => void
@@ -40,19 +38,25 @@ type Chunk = Uint8Array | { byteLength: number, [Symbol.iterator]: () => Iterato
 
 export class FrameReader {
   readonly #stream: Stream
-  readonly #maxFrameBytes: number
+  readonly #frames: FrameAssembler
   readonly #highWaterBytes: number
   readonly #onBytes: ((bytes: number) => void) | undefined
-  readonly #chunks: Uint8Array[] = []
-  #buffered = 0
+  /** A bad length: thrown once the frames before it are read. */
+  #violation: Error | undefined
+  /** The stream closed with an error (a reset, an abort, a dead connection). */
   #error: Error | undefined
   #wake: (() => void) | undefined
   #paused = false
   readonly #onMessage = (evt: { data: Chunk }): void => {
-    const data = evt.data
-    if (data instanceof Uint8Array) this.#push(data)
-    else for (const part of data) this.#push(part)
-    this.#onBytes?.(data.byteLength)
+    if (this.#violation === undefined) {
+      try {
+        if (evt.data instanceof Uint8Array) this.#frames.push(evt.data)
+        else for (const part of evt.data) this.#frames.push(part)
+      } catch (err) {
+        this.#violation = err as Error
+      }
+    }
+    this.#onBytes?.(evt.data.byteLength)
     if (this.#shouldPause()) this.#pause()
     this.#notify()
   }
@@ -67,7 +71,7 @@ export class FrameReader {
 
   constructor (stream: Stream, options: FrameReaderOptions) {
     this.#stream = stream
-    this.#maxFrameBytes = options.maxFrameBytes
+    this.#frames = new FrameAssembler(options.maxFrameBytes)
     this.#highWaterBytes = options.highWaterBytes ?? 2 * 1024 * 1024
     this.#onBytes = options.onBytes
     stream.addEventListener('message', this.#onMessage)
@@ -80,46 +84,45 @@ export class FrameReader {
   /**
    * The next frame, or null when the stream ended cleanly between frames. Rejects with
    * PROTOCOL for an oversized or malformed length, UNAVAILABLE when the stream ends inside a
-   * frame or is reset, ABORTED when `signal` fires.
+   * frame or is reset, TIMEOUT when no byte arrives for `idleMs` (a slow frame is fine as long
+   * as it keeps coming), ABORTED when `signal` fires.
    */
-  async next (options?: { signal?: AbortSignal }): Promise<Uint8Array | null> {
+  async next (options?: { signal?: AbortSignal, idleMs?: number }): Promise<Uint8Array | null> {
     const signal = options?.signal
     while (true) {
       throwIfAborted(signal)
-      const length = this.#frameLength()
-      if (length !== undefined) {
-        const frame = this.#take(length.prefix, length.body)
+      const frame = this.#frames.shift()
+      if (frame !== undefined) {
         if (this.#paused && !this.#shouldPause()) this.#resume()
         return frame
       }
+      if (this.#violation !== undefined) throw this.#violation
       if (this.#error !== undefined) {
         throw new BazilError(ErrorCode.UNAVAILABLE, `stream closed: ${this.#error.message}`, { cause: this.#error })
       }
       if (this.#paused) {
-        this.#resume() // delivers what the stream held synchronously; look again
+        this.#resume() // delivers what the stream held, synchronously; look again
         continue
       }
       if (this.#ended()) {
-        if (this.#buffered === 0) return null
-        throw new BazilError(ErrorCode.UNAVAILABLE, `stream ended inside a frame (${this.#buffered} bytes of it arrived)`)
+        if (this.#frames.partialBytes === 0) return null
+        throw new BazilError(ErrorCode.UNAVAILABLE, `stream ended inside a frame (${this.#frames.partialBytes} bytes of it arrived)`)
       }
-      await this.#waitForData(signal)
+      await this.#waitForData(signal, options?.idleMs)
     }
   }
 
   /** Bytes received and not yet returned as frames. */
   get buffered (): number {
-    return this.#buffered
+    return this.#frames.readyBytes + this.#frames.partialBytes
   }
 
-  /** Stops listening; unread bytes are dropped. */
+  /** Stops listening; unread bytes are dropped with the reader. */
   release (): void {
     this.#stream.removeEventListener('message', this.#onMessage)
     this.#stream.removeEventListener('close', this.#onClose)
     this.#stream.removeEventListener('end', this.#onEnd)
     this.#stream.removeEventListener('remoteCloseWrite', this.#onEnd)
-    this.#chunks.length = 0
-    this.#buffered = 0
   }
 
   #ended (): boolean {
@@ -128,82 +131,9 @@ export class FrameReader {
     return stream.readableEnded || stream.remoteWriteStatus === 'closed' || stream.status !== 'open'
   }
 
-  /**
-   * Pause when nobody is waiting for a frame and more than the high-water mark is buffered
-   * beyond the next complete one (a bad length pauses too: next() will throw it).
-   */
+  /** Pause when nobody waits for a frame and more than the high-water mark of them is held. */
   #shouldPause (): boolean {
-    if (this.#wake !== undefined || this.#buffered <= this.#highWaterBytes) return false
-    try {
-      const next = this.#frameLength()
-      return next !== undefined && this.#buffered - next.prefix - next.body > this.#highWaterBytes
-    } catch {
-      return true
-    }
-  }
-
-  #push (chunk: Uint8Array): void {
-    if (chunk.byteLength === 0) return
-    this.#chunks.push(chunk)
-    this.#buffered += chunk.byteLength
-  }
-
-  /** The next frame's prefix and body length once all of it is buffered; throws on a bad length. */
-  #frameLength (): { prefix: number, body: number } | undefined {
-    let value = 0
-    let prefix = 0
-    for (const chunk of this.#chunks) {
-      for (const byte of chunk) {
-        value += (byte & 0x7f) * 2 ** (7 * prefix)
-        prefix++
-        if ((byte & 0x80) === 0) {
-          if (value > this.#maxFrameBytes) {
-            throw new BazilError(ErrorCode.PROTOCOL, `frame of ${value} bytes exceeds the limit of ${this.#maxFrameBytes}`)
-          }
-          return this.#buffered >= prefix + value ? { prefix, body: value } : undefined
-        }
-        if (prefix >= MAX_VARINT_BYTES) throw new BazilError(ErrorCode.PROTOCOL, 'frame length varint is too long')
-      }
-    }
-    return undefined
-  }
-
-  /** Removes `prefix + body` bytes from the queue and returns the body. */
-  #take (prefix: number, body: number): Uint8Array {
-    this.#skip(prefix)
-    const first = this.#chunks[0]
-    let frame: Uint8Array
-    if (body === 0) {
-      frame = new Uint8Array(0)
-    } else if (first !== undefined && first.byteLength >= body) {
-      frame = first.subarray(0, body)
-      this.#skip(body)
-    } else {
-      frame = Buffer.allocUnsafe(body) // every byte is written below
-      let filled = 0
-      while (filled < body) {
-        const chunk = this.#chunks[0] as Uint8Array
-        const part = Math.min(chunk.byteLength, body - filled)
-        frame.set(chunk.subarray(0, part), filled)
-        filled += part
-        this.#skip(part)
-      }
-    }
-    return frame
-  }
-
-  #skip (bytes: number): void {
-    this.#buffered -= bytes
-    while (bytes > 0) {
-      const chunk = this.#chunks[0] as Uint8Array
-      if (chunk.byteLength <= bytes) {
-        this.#chunks.shift()
-        bytes -= chunk.byteLength
-      } else {
-        this.#chunks[0] = chunk.subarray(bytes)
-        bytes = 0
-      }
-    }
+    return this.#wake === undefined && (this.#violation !== undefined || this.#frames.readyBytes > this.#highWaterBytes)
   }
 
   #pause (): void {
@@ -223,8 +153,10 @@ export class FrameReader {
     wake?.()
   }
 
-  async #waitForData (signal: AbortSignal | undefined): Promise<void> {
+  /** Waits for the next event of the stream (every chunk wakes it), the signal, or `idleMs`. */
+  async #waitForData (signal: AbortSignal | undefined, idleMs: number | undefined): Promise<void> {
     let onAbort = (): void => {}
+    let timer: NodeJS.Timeout | undefined
     try {
       await new Promise<void>((resolve, reject) => {
         this.#wake = resolve
@@ -232,9 +164,13 @@ export class FrameReader {
           onAbort = () => { reject(new BazilError(ErrorCode.ABORTED, 'read aborted', { cause: signal.reason })) }
           signal.addEventListener('abort', onAbort, { once: true })
         }
+        if (idleMs !== undefined) {
+          timer = setTimeout(() => { reject(new BazilError(ErrorCode.TIMEOUT, `no data for ${idleMs} ms`)) }, idleMs)
+        }
       })
     } finally {
       this.#wake = undefined
+      clearTimeout(timer)
       signal?.removeEventListener('abort', onAbort)
     }
   }
@@ -252,26 +188,36 @@ export function encodeVarint (value: number): Uint8Array {
   return Uint8Array.from(bytes)
 }
 
+/** How much a writer may leave queued in the stream before it waits. */
+const WRITE_HIGH_WATER_BYTES = 1024 * 1024
+
+export interface SendOptions {
+  signal?: AbortSignal
+  /** Fail with TIMEOUT if the stream takes no bytes (no 'drain') for this long while we wait. */
+  idleMs?: number
+}
+
 /**
- * Sends `parts` (already framed) and waits until the stream can take more: back-pressure
- * from the remote's window. Rejects with UNAVAILABLE if the stream closes first, ABORTED if
- * `signal` fires.
+ * Sends `parts` (already framed), then waits while more than 1 MiB of what was sent is still
+ * queued in the stream — the remote's window is the back-pressure. Rejects with UNAVAILABLE
+ * if the stream closes first, TIMEOUT after `idleMs` without progress, ABORTED on `signal`.
  */
-export async function sendParts (stream: Stream, parts: Uint8Array[], options?: { signal?: AbortSignal }): Promise<void> {
-  throwIfAborted(options?.signal)
+export async function sendParts (stream: Stream, parts: Uint8Array[], options: SendOptions = {}): Promise<void> {
+  throwIfAborted(options.signal)
   if (stream.writeStatus !== 'writable') {
     throw new BazilError(ErrorCode.UNAVAILABLE, `stream is ${stream.status} and cannot be written`)
   }
-  let more = true
   try {
-    for (const part of parts) if (part.byteLength > 0) more = stream.send(part)
+    for (const part of parts) if (part.byteLength > 0) stream.send(part)
   } catch (err) {
     throw new BazilError(ErrorCode.UNAVAILABLE, `send failed: ${(err as Error).message}`, { cause: err })
   }
-  if (!more && stream.writableNeedsDrain) await waitForDrain(stream, options?.signal)
+  // A 'drain' means the window opened, not that the queue emptied: wait for as many as it takes.
+  while (stream.writeBufferLength > WRITE_HIGH_WATER_BYTES) await waitForDrain(stream, options)
 }
 
-async function waitForDrain (stream: Stream, signal: AbortSignal | undefined): Promise<void> {
+async function waitForDrain (stream: Stream, options: SendOptions): Promise<void> {
+  const { signal, idleMs } = options
   let cleanup = (): void => {}
   try {
     await new Promise<void>((resolve, reject) => {
@@ -281,15 +227,20 @@ async function waitForDrain (stream: Stream, signal: AbortSignal | undefined): P
         reject(new BazilError(ErrorCode.UNAVAILABLE, `stream closed while sending${error !== undefined ? `: ${error.message}` : ''}`, { cause: error }))
       }
       const onAbort = (): void => { reject(new BazilError(ErrorCode.ABORTED, 'send aborted', { cause: signal?.reason })) }
+      const timer = idleMs === undefined
+        ? undefined
+        : setTimeout(() => { reject(new BazilError(ErrorCode.TIMEOUT, `the stream took nothing for ${idleMs} ms`)) }, idleMs)
       stream.addEventListener('drain', onDrain)
       stream.addEventListener('close', onClose)
       signal?.addEventListener('abort', onAbort)
       cleanup = () => {
+        clearTimeout(timer)
         stream.removeEventListener('drain', onDrain)
         stream.removeEventListener('close', onClose)
         signal?.removeEventListener('abort', onAbort)
       }
       if (signal?.aborted === true) onAbort()
+      if (stream.status !== 'open') onClose(new Event('close'))
     })
   } finally {
     cleanup()

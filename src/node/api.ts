@@ -20,6 +20,22 @@ export interface StatusReport {
   startedAt: string
   /** Objects waiting to be copied to each of the volume's other stores. */
   replication: Array<{ store: string, pending: number, lastError?: string }>
+  /** Paired and nearby devices (empty when the node runs offline). */
+  peers: PeerInfo[]
+  /** Where this node listens (multiaddrs ending in its peer id). */
+  listen: string[]
+}
+
+export interface PeerInfo {
+  peerId: string
+  name?: string
+  paired: boolean
+  connected: boolean
+  addrs: string[]
+  lastSeen?: string
+  rttMs?: number
+  bytesSent: number
+  bytesReceived: number
 }
 
 export interface StoreInfo {
@@ -84,4 +100,9 @@ export interface NodeApi {
   get: (path: string, options?: TransferOptions) => Promise<TransferReport>
   /** Copies the content of a file or subtree to the named store. */
   push: (path: string, store: string, options?: TransferOptions) => Promise<TransferReport>
+  peers: () => Promise<PeerInfo[]>
+  /** A one-time pairing code (peer id, addresses, secret) valid for ttlMs. */
+  invite: (ttlMs?: number) => Promise<{ code: string, expiresAt: number }>
+  /** Forgets a paired peer; NOT_FOUND if it was not paired. */
+  peersRemove: (peerId: string) => Promise<PeerInfo[]>
 }

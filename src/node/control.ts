@@ -11,7 +11,7 @@ import { chmod, lstat, rm } from 'node:fs/promises'
 import { StringDecoder } from 'node:string_decoder'
 import { BazilError, ErrorCode, isBazilError } from '../errors.ts'
 import { logger } from '../util/log.ts'
-import type { CheckReport, NodeApi, StatusReport, StoreInfo, TransferProgress, TransferReport } from './api.ts'
+import type { CheckReport, NodeApi, PeerInfo, StatusReport, StoreInfo, TransferProgress, TransferReport } from './api.ts'
 
 const log = logger('bazil:control')
 
@@ -39,6 +39,9 @@ export interface ControlClient extends NodeApi {
   stop: (options?: CallOptions) => Promise<void>
   storeAdd: (name: string, url: string, options?: CallOptions) => Promise<StoreInfo[]>
   storeList: (options?: CallOptions) => Promise<StoreInfo[]>
+  peers: (options?: CallOptions) => Promise<PeerInfo[]>
+  invite: (ttlMs?: number, options?: CallOptions) => Promise<{ code: string, expiresAt: number }>
+  peersRemove: (peerId: string, options?: CallOptions) => Promise<PeerInfo[]>
   storeRemove: (name: string, options?: CallOptions) => Promise<StoreInfo[]>
   get: (path: string, options?: CallOptions & { dryRun?: boolean }) => Promise<TransferReport>
   push: (path: string, store: string, options?: CallOptions & { dryRun?: boolean }) => Promise<TransferReport>
@@ -143,6 +146,9 @@ async function dispatch (api: NodeApi, request: Request, signal: AbortSignal, on
     case 'stop': return await api.stop()
     case 'storeAdd': return await api.storeAdd(stringParam(request, 'name'), stringParam(request, 'url'))
     case 'storeList': return await api.storeList()
+    case 'peers': return await api.peers()
+    case 'invite': return await api.invite(typeof request.params?.ttlMs === 'number' ? request.params.ttlMs : undefined)
+    case 'peersRemove': return await api.peersRemove(stringParam(request, 'peerId'))
     case 'storeRemove': return await api.storeRemove(stringParam(request, 'name'))
     case 'get': return await api.get(stringParam(request, 'path'), { dryRun: request.params?.dryRun === true, signal, onProgress })
     case 'push': return await api.push(stringParam(request, 'path'), stringParam(request, 'store'), { dryRun: request.params?.dryRun === true, signal, onProgress })
@@ -319,6 +325,9 @@ export async function connectControl (socketPath: string, options: { connectTime
     stop: async (o = {}) => { await call<null>('stop', {}, o, CONTROL_STOP_TIMEOUT_MS) },
     storeAdd: async (name, url, o = {}) => await call<StoreInfo[]>('storeAdd', { name, url }, o, CONTROL_STOP_TIMEOUT_MS),
     storeList: async (o = {}) => await call<StoreInfo[]>('storeList', {}, o, CONTROL_CALL_TIMEOUT_MS),
+    peers: async (o = {}) => await call<PeerInfo[]>('peers', {}, o, CONTROL_CALL_TIMEOUT_MS),
+    invite: async (ttlMs, o = {}) => await call<{ code: string, expiresAt: number }>('invite', ttlMs === undefined ? {} : { ttlMs }, o, CONTROL_CALL_TIMEOUT_MS),
+    peersRemove: async (peerId, o = {}) => await call<PeerInfo[]>('peersRemove', { peerId }, o, CONTROL_CALL_TIMEOUT_MS),
     storeRemove: async (name, o = {}) => await call<StoreInfo[]>('storeRemove', { name }, o, CONTROL_STOP_TIMEOUT_MS),
     get: async (path, o = {}) => await call<TransferReport>('get', { path, dryRun: o.dryRun === true }, o),
     push: async (path, store, o = {}) => await call<TransferReport>('push', { path, store, dryRun: o.dryRun === true }, o),

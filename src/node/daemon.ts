@@ -27,7 +27,24 @@ const LOG_TAIL_LINES = 20
 const SIGNALS = ['SIGINT', 'SIGTERM', 'SIGHUP'] as const
 const BIN = fileURLToPath(new URL('../../scripts/bazil.mjs', import.meta.url))
 
-export interface DaemonOptions { home: Home, mount: string }
+export interface DaemonOptions {
+  home: Home
+  mount: string
+  /** Listen multiaddrs; undefined: the default (all interfaces, port 4011 or any free one). */
+  listen?: string[]
+  /** mDNS discovery on the LAN (default on). */
+  mdns?: boolean
+  /** No networking at all. */
+  offline?: boolean
+}
+
+function networkArgs (options: DaemonOptions): string[] {
+  return [
+    ...(options.listen ?? []).flatMap(addr => ['--listen', addr]),
+    ...(options.mdns === false ? ['--no-mdns'] : []),
+    ...(options.offline === true ? ['--offline'] : [])
+  ]
+}
 
 /** Runs the node in this process until it is stopped; resolves after a clean unmount. */
 export async function runForeground (options: DaemonOptions & { onReady?: () => void }): Promise<void> {
@@ -56,7 +73,12 @@ export async function runForeground (options: DaemonOptions & { onReady?: () => 
     const { recoverStaleMount } = await import('../fs/fuse.ts')
     if (await recoverStaleMount(mount)) note(`cleared a stale mount at ${mount}`)
     const { startNode } = await import('./node.ts')
-    const node = await startNode({ home, mount, signal: startup.signal })
+    const node = await startNode({
+      home,
+      mount,
+      signal: startup.signal,
+      network: options.offline === true ? false : { ...(options.listen !== undefined ? { listen: options.listen } : {}), mdns: options.mdns !== false }
+    })
     let stopping: Promise<void> | undefined
     const stop = async (): Promise<void> => { stopping ??= node.stop(); await stopping }
     server = await serveControl({
@@ -67,7 +89,10 @@ export async function runForeground (options: DaemonOptions & { onReady?: () => 
       storeList: async () => await node.storeList(),
       storeRemove: async name => await node.storeRemove(name),
       get: async (path, o) => await node.get(path, o),
-      push: async (path, store, o) => await node.push(path, store, o)
+      push: async (path, store, o) => await node.push(path, store, o),
+      peers: async () => await node.peers(),
+      invite: async ttlMs => await node.invite(ttlMs),
+      peersRemove: async peerId => await node.peersRemove(peerId)
     }, home.socketPath)
     note('ready')
     options.onReady?.()
@@ -103,7 +128,7 @@ export async function startBackground (options: DaemonOptions & { timeoutMs?: nu
   let exited: string | undefined
   let child
   try {
-    child = spawn(process.execPath, [BIN, '--home', home.dir, 'start', '--foreground', '--mount', mount], {
+    child = spawn(process.execPath, [BIN, '--home', home.dir, 'start', '--foreground', '--mount', mount, ...networkArgs(options)], {
       detached: true,
       stdio: ['ignore', logFd, logFd],
       // Not the caller's cwd: the daemon must not keep it busy (e.g. a dir someone wants to unmount).

@@ -214,3 +214,19 @@ function base58btc (bytes: Uint8Array): string {
   }
   return out
 }
+
+/**
+ * Makes a freshly initialized data dir part of an owner's set of devices (after `bazil join`):
+ * the owner secret and volume record received from the inviting device replace the ones
+ * `initHome` made. Refuses (CONFLICT) a data dir that already belongs to another owner and
+ * holds anything: its content could not be read with the new secret.
+ */
+export async function adoptOwner (home: Home, ownerSecret: Uint8Array, volume: VolumeRecord, options: { fresh: boolean }): Promise<Home> {
+  const same = Buffer.from(home.ownerSecret).equals(Buffer.from(ownerSecret))
+  if (!same && !options.fresh) {
+    throw new BazilError(ErrorCode.CONFLICT, `${home.dir} already belongs to another owner; join from a new data dir (bazil --home DIR join CODE)`)
+  }
+  await writeFileAtomic(join(home.dir, OWNER_FILE), ownerSecret, 0o600)
+  await writeFileAtomic(join(home.dir, VOLUME_FILE), JSON.stringify(volume, null, 2) + '\n', 0o600)
+  return { ...home, ownerSecret, volume }
+}

@@ -14,8 +14,10 @@ import { Volume } from '../fs/volume.ts'
 import { mountVolume } from '../fs/fuse.ts'
 import type { Mount } from '../fs/fuse.ts'
 import type { Home } from './home.ts'
-import type { CheckReport, NodeApi, StatusReport, StoreInfo, TransferOptions } from './api.ts'
+import type { CheckReport, NodeApi, PeerInfo, StatusReport, StoreInfo, TransferOptions } from './api.ts'
 import { StoreSet } from './store-set.ts'
+import { startNetwork } from './network.ts'
+import type { Network, NetworkOptions } from './network.ts'
 import { LOCAL_STORE_NAME, openStore, parseStore, readStores, writeStores } from './stores.ts'
 import { transfer } from './transfer.ts'
 import { BazilError, ErrorCode } from '../errors.ts'
@@ -29,6 +31,8 @@ export interface StartOptions {
   home: Home
   mount: string
   signal?: AbortSignal
+  /** libp2p networking (peers, pairing, block exchange); false leaves the node offline. */
+  network?: NetworkOptions | false
 }
 
 export interface RunningNode extends NodeApi {
@@ -51,10 +55,19 @@ export async function startNode (options: StartOptions): Promise<RunningNode> {
   const meta = await MetaStore.open(home.dbDir, owner)
   const volume = new Volume({ meta, cas, stagingDir: home.stagingDir, storeDir: home.storeDir, owner })
   await volume.recover()
+  let network: Network | undefined
+  if (options.network !== false) {
+    network = await startNetwork(home, local, options.network ?? {})
+    const net = network
+    const refreshPeers = (): void => { store.setPeers(net.peerStores()) }
+    net.onPeersChanged(refreshPeers)
+    refreshPeers()
+  }
   let mount: Mount
   try {
     mount = await mountVolume(volume, options.mount, { fsname: `bazil:${home.volume.name}` })
   } catch (err) {
+    await network?.stop()
     await meta.close()
     await store.close()
     await sealer.close()
@@ -75,6 +88,7 @@ export async function startNode (options: StartOptions): Promise<RunningNode> {
         log.error('unmount failed: %s', (err as Error).message)
       }
       await volume.close()
+      await network?.stop().catch((err: unknown) => { log.error('stopping the network: %s', (err as Error).message) })
       await meta.close()
       await store.close()
       await sealer.close()
@@ -100,8 +114,18 @@ export async function startNode (options: StartOptions): Promise<RunningNode> {
       files: stats.files,
       directories: stats.directories,
       startedAt,
-      replication: backlog.map(b => ({ store: b.name, pending: b.pending, ...(b.lastError !== undefined ? { lastError: b.lastError } : {}) }))
+      replication: backlog.map(b => ({ store: b.name, pending: b.pending, ...(b.lastError !== undefined ? { lastError: b.lastError } : {}) })),
+      peers: network?.peers() ?? [],
+      listen: network?.addrs() ?? []
     }
+  }
+
+  const offline = (): never => { throw new BazilError(ErrorCode.UNAVAILABLE, 'this node runs offline (started with --offline)') }
+  const peers = async (): Promise<PeerInfo[]> => network?.peers() ?? []
+  const invite = async (ttlMs?: number): Promise<{ code: string, expiresAt: number }> => (network ?? offline()).invite(ttlMs)
+  const peersRemove = async (peerId: string): Promise<PeerInfo[]> => {
+    if (!await (network ?? offline()).removePeer(peerId)) throw new BazilError(ErrorCode.NOT_FOUND, `${peerId} is not a paired peer`)
+    return await peers()
   }
 
   const storeList = async (): Promise<StoreInfo[]> => {
@@ -159,7 +183,7 @@ export async function startNode (options: StartOptions): Promise<RunningNode> {
   const check = async (checkOptions?: { signal?: AbortSignal }): Promise<CheckReport> =>
     await checkVolume(volume, cas, checkOptions)
 
-  return { volume, closed, stop, status, check, storeAdd, storeList, storeRemove, get, push }
+  return { volume, closed, stop, status, check, storeAdd, storeList, storeRemove, get, push, peers, invite, peersRemove }
 }
 
 /** Staging files of a previous run hold nothing committed: remove them. */

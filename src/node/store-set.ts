@@ -20,6 +20,7 @@ const log = logger('bazil:stores')
 export class StoreSet implements KV, KVHas, KVFlush {
   private fanout: FanoutStore
   private remotes: OpenedStore[] = []
+  private peers: FanoutMember[] = []
   private queue: ReplicationQueue | undefined
   /** Why a configured store could not be opened, by name. */
   readonly openErrors = new Map<string, string>()
@@ -56,17 +57,31 @@ export class StoreSet implements KV, KVHas, KVFlush {
       this.openErrors.delete(config.name)
     }
     const old = { remotes: this.remotes, queue: this.queue }
-    const members: FanoutMember[] = [{ name: LOCAL_STORE_NAME, kv: this.local, primary: true }, ...opened.map(s => ({ name: s.config.name, kv: s.kv }))]
-    // Checking every copy costs a second decryption: only worth it when copies come from elsewhere.
-    this.fanout = new FanoutStore(members, opened.length > 0 ? { validate: this.validate } : {})
+    this.remotes = opened
+    this.rebuildFanout()
     await old.queue?.stop()
     this.queue = await ReplicationQueue.open(join(this.homeDir, 'replication'), {
       source: this.local,
       targets: new Map(opened.map(s => [s.config.name, s.kv]))
     })
     this.queue.start()
-    this.remotes = opened
     await Promise.all(old.remotes.map(async s => { await s.close().catch(() => {}) }))
+  }
+
+  /** Paired peers, read from (never written to: they keep their own copies). */
+  setPeers (peers: FanoutMember[]): void {
+    this.peers = peers
+    this.rebuildFanout()
+  }
+
+  private rebuildFanout (): void {
+    const members: FanoutMember[] = [
+      { name: LOCAL_STORE_NAME, kv: this.local, primary: true },
+      ...this.remotes.map(s => ({ name: s.config.name, kv: s.kv })),
+      ...this.peers
+    ]
+    // Checking every copy costs a second decryption: only worth it when copies come from elsewhere.
+    this.fanout = new FanoutStore(members, members.length > 1 ? { validate: this.validate } : {})
   }
 
   /** The store named `name` (the local one included). */

@@ -34,7 +34,7 @@ function expectNoStack (result: Result): void {
 
 const status: StatusReport = {
   home: '/h', volume: 'default', mount: '/m', pid: 4242, peerId: '12D3KooWfake', chunks: 1234,
-  storedBytes: 5 * 1024 * 1024, logicalBytes: 1536, files: 7, directories: 2, replication: [], startedAt: '2025-01-01T00:00:00.000Z'
+  storedBytes: 5 * 1024 * 1024, logicalBytes: 1536, files: 7, directories: 2, replication: [], peers: [], listen: [], startedAt: '2025-01-01T00:00:00.000Z'
 }
 
 /** A data dir with a fake daemon (a stub NodeApi on its control socket) in this process. */
@@ -50,6 +50,9 @@ async function fakeDaemon (api: Partial<NodeApi>): Promise<string> {
     storeRemove: async () => [],
     get: async () => ({ files: 0, objects: 0, missing: 0, bytes: 0, dryRun: false }),
     push: async () => ({ files: 0, objects: 0, missing: 0, bytes: 0, dryRun: false }),
+    peers: async () => [],
+    invite: async () => ({ code: 'bazil1test', expiresAt: 0 }),
+    peersRemove: async () => [],
     ...api
   }, home.socketPath)
   onTestFinished(async () => { await server.close() })

@@ -14,6 +14,9 @@ import type { RunResult } from '../helpers/mount.ts'
 import { isProcessAlive } from '../../src/node/lock.ts'
 import { tmpDir } from '../helpers/tmp.ts'
 
+/** Daemons in tests listen on loopback only and do not announce themselves on the LAN. */
+const LOOPBACK = ['--listen', '/ip4/127.0.0.1/tcp/0', '--no-mdns']
+
 interface Setup { home: string, mount: string, run: (args: string[]) => Promise<RunResult> }
 
 async function setup (): Promise<Setup> {
@@ -35,7 +38,7 @@ async function setup (): Promise<Setup> {
 describe.runIf(requireFuse('bazil'))('bazil daemon', () => {
   it('starts in the background, answers status, and stops cleanly', async () => {
     const { home, mount, run } = await setup()
-    const start = await run(['start', '--init'])
+    const start = await run(['start', '--init', ...LOOPBACK])
     expect(start.code, start.stderr).toBe(0)
     expect(start.stdout).toContain(`mounted at ${mount}`)
     expect(isMounted(mount)).toBe(true)
@@ -45,7 +48,7 @@ describe.runIf(requireFuse('bazil'))('bazil daemon', () => {
     expect((await readFile(join(home, 'daemon.lock'), 'utf8')).split('\n')[0]).toBe(String(status.pid))
     expect((await stat(join(home, 'control.sock'))).mode & 0o777).toBe(0o600)
 
-    const again = await run(['start'])
+    const again = await run(['start', ...LOOPBACK])
     expect(again.code).toBe(1)
     expect(again.stderr).toContain(`a daemon (pid ${status.pid}) is already running`)
 
@@ -62,7 +65,7 @@ describe.runIf(requireFuse('bazil'))('bazil daemon', () => {
 
   it('runs in the foreground until SIGTERM, then unmounts and exits 0', async () => {
     const { home, mount } = await setup()
-    const child = spawn(process.execPath, [bazilCli, 'start', '--foreground', '--init'], {
+    const child = spawn(process.execPath, [bazilCli, 'start', '--foreground', '--init', ...LOOPBACK], {
       env: { ...process.env, BAZIL_HOME: home, BAZIL_MOUNT: mount, DEBUG: '' },
       stdio: ['ignore', 'pipe', 'pipe']
     })
@@ -82,11 +85,11 @@ describe.runIf(requireFuse('bazil'))('bazil daemon', () => {
 
   it('reports a daemon that dies before it is ready, with its log', async () => {
     const first = await setup()
-    expect((await first.run(['start', '--init'])).code).toBe(0)
+    expect((await first.run(['start', '--init', ...LOOPBACK])).code).toBe(0)
     // A second data dir asked to mount over the first one's live mount: the daemon refuses.
     const second = await setup()
     expect((await second.run(['init'])).code).toBe(0)
-    const result = await exec(process.execPath, [bazilCli, 'start', '--mount', first.mount], {
+    const result = await exec(process.execPath, [bazilCli, 'start', '--mount', first.mount, ...LOOPBACK], {
       env: { ...process.env, BAZIL_HOME: second.home, DEBUG: '' }
     })
     expect(result.code).toBe(1)

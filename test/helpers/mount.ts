@@ -270,7 +270,8 @@ export async function startBazil (options: StartBazilOptions = {}): Promise<Bazi
   }
 
   const start = async (): Promise<void> => {
-    await must(['start', '--mount', mount])
+    // Loopback only and no mDNS: single-node tests send nothing onto the machine's networks.
+    await must(['start', '--mount', mount, '--listen', '/ip4/127.0.0.1/tcp/0', '--no-mdns'])
     if (!isMounted(mount)) throw new Error(`bazil start returned but ${mount} is not mounted`)
     await pid()
   }

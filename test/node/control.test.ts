@@ -12,7 +12,7 @@ import { tmpDir } from '../helpers/tmp.ts'
 
 const status: StatusReport = {
   home: '/h', volume: 'default', mount: '/m', pid: 42, peerId: '12D3KooWtest', chunks: 3,
-  storedBytes: 1000, logicalBytes: 2000, files: 2, directories: 1, replication: [], startedAt: '2025-01-01T00:00:00.000Z'
+  storedBytes: 1000, logicalBytes: 2000, files: 2, directories: 1, replication: [], peers: [], listen: [], startedAt: '2025-01-01T00:00:00.000Z'
 }
 const report: CheckReport = {
   files: 2, chunksChecked: 3, bytesChecked: 1000, ok: false,
@@ -29,6 +29,9 @@ function stubApi (overrides: Partial<NodeApi> = {}): NodeApi {
     storeRemove: async () => [],
     get: async () => ({ files: 0, objects: 0, missing: 0, bytes: 0, dryRun: false }),
     push: async () => ({ files: 0, objects: 0, missing: 0, bytes: 0, dryRun: false }),
+    peers: async () => [],
+    invite: async () => ({ code: 'bazil1test', expiresAt: 0 }),
+    peersRemove: async () => [],
     ...overrides
   }
 }

@@ -221,6 +221,28 @@ describe('a server that misbehaves', () => {
     expect(await codeOf(collect(client.services.blocks.fetch(server.peerId, [randomBytes(32)])))).toBe(code)
   })
 
+  it('is patient with an answer slower than the stall timeout as long as its bytes keep coming', async () => {
+    const block = randomBytes(300_000)
+    const server = await startNode()
+    await server.handle(PROTOCOL, async stream => {
+      const reader = new FrameReader(stream, { maxFrameBytes: MAX_REQUEST_BYTES })
+      const request = decodeRequest(await reader.next() as Uint8Array)
+      reader.release()
+      const frame = Buffer.concat(encodeResponseFrame(request.ids[0] as Uint8Array, Response.Status.OK, block))
+      const pieces = 30 // one every 50 ms: 1.5 s for the answer, never 1 s without a byte
+      for (let i = 0; i < pieces; i++) {
+        await sendParts(stream, [frame.subarray(Math.floor(i * frame.byteLength / pieces), Math.floor((i + 1) * frame.byteLength / pieces))])
+        await new Promise(resolve => setTimeout(resolve, 50))
+      }
+      await stream.close()
+    })
+    const client = await startBlockNode(new MemoryStore(), { stallTimeoutMs: 1000 })
+    await pair(client as TestNode<Record<string, unknown>>, server as TestNode<Record<string, unknown>>)
+    await connect(client, server)
+    const [result] = await collect(client.services.blocks.fetch(server.peerId, [randomBytes(32)]))
+    expect(Buffer.compare(result?.value as Uint8Array, block)).toBe(0)
+  })
+
   it('fails with TIMEOUT when the server makes no progress for the stall timeout', async () => {
     const stuck = new MemoryStore()
     stuck.get = async () => await new Promise<never>(() => {}) // a store that never answers
