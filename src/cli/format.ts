@@ -36,6 +36,9 @@ export function formatStatus (status: StatusReport): string {
     ['dirs', formatCount(status.directories)],
     ['logical', `${humanBytes(status.logicalBytes)} (sum of file sizes)`],
     ['stored', `${humanBytes(status.storedBytes)} in ${formatCount(status.chunks)} chunks (local store, sealed)`],
+    ['peers', (status.peers ?? []).length === 0
+      ? 'none paired or nearby'
+      : (status.peers ?? []).map(p => `${p.name ?? p.peerId.slice(-8)} (${p.paired ? 'paired' : 'nearby'}${p.connected ? ', connected' : ''})`).join(', ')],
     ...(status.replication ?? []).map(r => [
       `→ ${r.store}`,
       (r.pending === 0 ? 'replicated' : `${formatCount(r.pending)} objects to copy`) + (r.lastError !== undefined ? ` (last error: ${r.lastError})` : '')
