@@ -2,6 +2,7 @@
  * What a running node offers the control socket (and so the CLI). `src/node/node.ts` implements
  * it; `src/node/control.ts` serves it over a unix socket in the data dir.
  */
+import type { PeerReport } from '../net/peers.ts'
 
 export interface StatusReport {
   home: string
@@ -26,17 +27,8 @@ export interface StatusReport {
   listen: string[]
 }
 
-export interface PeerInfo {
-  peerId: string
-  name?: string
-  paired: boolean
-  connected: boolean
-  addrs: string[]
-  lastSeen?: string
-  rttMs?: number
-  bytesSent: number
-  bytesReceived: number
-}
+/** A row of `bazil peers` (src/net/peers.ts). */
+export type PeerInfo = PeerReport
 
 export interface StoreInfo {
   name: string

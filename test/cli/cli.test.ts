@@ -8,6 +8,7 @@ import { serveControl } from '../../src/node/control.ts'
 import { acquireLock } from '../../src/node/lock.ts'
 import type { CheckReport, NodeApi, StatusReport } from '../../src/node/api.ts'
 import { tmpDir } from '../helpers/tmp.ts'
+import { stubApi, stubStatus } from '../helpers/stub-api.ts'
 
 const BIN = fileURLToPath(new URL('../../scripts/bazil.mjs', import.meta.url))
 
@@ -32,29 +33,13 @@ function expectNoStack (result: Result): void {
   expect(result.stderr).not.toMatch(/\n\s+at /)
 }
 
-const status: StatusReport = {
-  home: '/h', volume: 'default', mount: '/m', pid: 4242, peerId: '12D3KooWfake', chunks: 1234,
-  storedBytes: 5 * 1024 * 1024, logicalBytes: 1536, files: 7, directories: 2, replication: [], peers: [], listen: [], startedAt: '2025-01-01T00:00:00.000Z'
-}
+const status: StatusReport = stubStatus
 
 /** A data dir with a fake daemon (a stub NodeApi on its control socket) in this process. */
 async function fakeDaemon (api: Partial<NodeApi>): Promise<string> {
   const dir = join(await tmpDir(), 'home')
   const home = await initHome(dir)
-  const server = await serveControl({
-    status: async () => status,
-    check: async () => ({ files: 0, chunksChecked: 0, bytesChecked: 0, problems: [], ok: true }),
-    stop: async () => {},
-    storeAdd: async () => [],
-    storeList: async () => [],
-    storeRemove: async () => [],
-    get: async () => ({ files: 0, objects: 0, missing: 0, bytes: 0, dryRun: false }),
-    push: async () => ({ files: 0, objects: 0, missing: 0, bytes: 0, dryRun: false }),
-    peers: async () => [],
-    invite: async () => ({ code: 'bazil1test', expiresAt: 0 }),
-    peersRemove: async () => [],
-    ...api
-  }, home.socketPath)
+  const server = await serveControl(stubApi({ status: async () => status, ...api }), home.socketPath)
   onTestFinished(async () => { await server.close() })
   return dir
 }

@@ -9,6 +9,7 @@ import type { ControlClient } from '../../src/node/control.ts'
 import type { CheckReport, NodeApi, StatusReport } from '../../src/node/api.ts'
 import { BazilError, ErrorCode } from '../../src/errors.ts'
 import { tmpDir } from '../helpers/tmp.ts'
+import { stubApi as stubBase } from '../helpers/stub-api.ts'
 
 const status: StatusReport = {
   home: '/h', volume: 'default', mount: '/m', pid: 42, peerId: '12D3KooWtest', chunks: 3,
@@ -20,20 +21,7 @@ const report: CheckReport = {
 }
 
 function stubApi (overrides: Partial<NodeApi> = {}): NodeApi {
-  return {
-    status: async () => status,
-    check: async () => report,
-    stop: async () => {},
-    storeAdd: async () => [],
-    storeList: async () => [],
-    storeRemove: async () => [],
-    get: async () => ({ files: 0, objects: 0, missing: 0, bytes: 0, dryRun: false }),
-    push: async () => ({ files: 0, objects: 0, missing: 0, bytes: 0, dryRun: false }),
-    peers: async () => [],
-    invite: async () => ({ code: 'bazil1test', expiresAt: 0 }),
-    peersRemove: async () => [],
-    ...overrides
-  }
+  return stubBase({ status: async () => status, check: async () => report, ...overrides })
 }
 
 async function setup (api: NodeApi = stubApi()): Promise<{ socketPath: string, client: ControlClient }> {
