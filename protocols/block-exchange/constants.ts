@@ -5,7 +5,7 @@
 
 export const PROTOCOL = '/bazil/block/1.0.0'
 
-/** Ids per request. The client splits larger wants into several requests (streams). */
+/** Ids per request. The client splits larger wants into several requests on one stream. */
 export const MAX_IDS_PER_REQUEST = 128
 /** Id length bounds: the KV key range (chunk ids are 32 bytes). */
 export const MIN_ID_BYTES = 2
@@ -20,16 +20,25 @@ export const MAX_REQUEST_BYTES = MAX_IDS_PER_REQUEST * (MAX_ID_BYTES + 2) + 16
 /** Largest Response frame: a block, its id and the protobuf tags and lengths. */
 export const MAX_RESPONSE_BYTES = MAX_BLOCK_BYTES + MAX_ID_BYTES + 32
 
-/** Server: how long a client has to send its request once the stream is open. */
+/**
+ * Server: how long it waits for a request — from the stream's opening, then from the last
+ * answer of the previous one — before resetting the stream. A client with nothing more to ask
+ * closes its side instead.
+ */
 export const REQUEST_TIMEOUT_MS = 10_000
 /**
- * Server: the whole exchange on one inbound stream, request to last answer. A full batch of
- * the largest blocks (128 × 4 MiB) then needs ≥ 4.4 MB/s; real batches of ≤ 1 MiB chunks need
- * a quarter of that.
+ * Server: one request, from its arrival to its last answer. A full request of the largest
+ * blocks (128 × 4 MiB) then needs ≥ 0.9 MB/s; one of 1 MiB chunks a quarter of that. Slower
+ * links get TIMEOUTs, never unbounded server work.
  */
-export const STREAM_DEADLINE_MS = 120_000
-/** Both sides: longest wait for the other to make progress (read a frame, take a write). */
+export const REQUEST_DEADLINE_MS = 600_000
+/**
+ * Both sides: longest wait without progress — no byte received, no byte taken by the other
+ * side's window, or (server) no block read from the store.
+ */
 export const STALL_TIMEOUT_MS = 20_000
+/** Client: send the next request when the current one has this many answers to go. */
+export const PREFETCH_WHEN_LEFT = 16
 /** Server: concurrent inbound block streams per connection (libp2p refuses more). */
 export const MAX_INBOUND_STREAMS = 16
 /** Server: blocks read from the store ahead of the one being sent. */

@@ -1,9 +1,14 @@
 /**
- * The serving side of /bazil/block/1.0.0: reads one Request from an inbound stream (paired
- * peers only; bounded in size and time), answers each id from the local store in the order
- * asked — reading a few blocks ahead of the one being sent, and sending only as fast as the
- * client's window allows — then closes. Any violation, stall or deadline resets the stream;
- * nothing else on the node is affected.
+ * The serving side of /bazil/block/1.0.0 (paired peers only). An inbound stream carries a
+ * sequence of Requests; each is answered in full, in order, from the local store — reading a
+ * few blocks ahead of the one being sent, and sending only as fast as the client's window
+ * allows — then the next is read, until the client closes its side; then the server closes.
+ *
+ * Bounds: a request frame ≤ MAX_REQUEST_BYTES that must arrive within REQUEST_TIMEOUT_MS of
+ * the previous answer (or of the stream's opening); each request answered within
+ * REQUEST_DEADLINE_MS; no step (a store read, the client's window opening) may stall for
+ * STALL_TIMEOUT_MS. Any violation, stall or deadline resets the stream; nothing else on the
+ * node is affected.
  */
 import type { Connection, Stream } from '@libp2p/interface'
 import { BazilError, ErrorCode, isBazilError } from '../../src/errors.ts'
@@ -20,7 +25,7 @@ export interface ServerContext {
   traffic?: Traffic
   log: Logger
   requestTimeoutMs: number
-  streamDeadlineMs: number
+  requestDeadlineMs: number
   stallTimeoutMs: number
   /** Fires when the service stops. */
   stopped: AbortSignal
@@ -28,78 +33,80 @@ export interface ServerContext {
 
 interface Answer { status: Response.Status, data?: Uint8Array }
 
+/** Stands in for an answer already sent (so startRead does not read it again). */
+const DONE: Promise<Answer> = Promise.resolve({ status: Response.Status.OK })
+
 export async function serveStream (stream: Stream, connection: Connection, context: ServerContext): Promise<void> {
   const peer = connection.remotePeer.toString()
-  const { log, traffic } = context
-  const whole = deadline(context.streamDeadlineMs, context.stopped)
-  const reader = new FrameReader(stream, { maxFrameBytes: MAX_REQUEST_BYTES, onBytes: bytes => traffic?.received(peer, bytes) })
+  const { log } = context
+  const reader = new FrameReader(stream, { maxFrameBytes: MAX_REQUEST_BYTES, onBytes: bytes => context.traffic?.received(peer, bytes) })
   let answered = 0
   try {
-    const first = deadline(context.requestTimeoutMs, whole.signal)
-    let frame: Uint8Array | null
-    try {
-      frame = await reader.next({ signal: first.signal })
-    } finally {
-      first.clear()
-    }
-    if (frame === null) throw new BazilError(ErrorCode.PROTOCOL, 'stream ended before a request')
-    const request = decodeRequest(frame)
-    watchForExtraBytes(stream, reader)
-    log('%s asks %d blocks (%s)', peer, request.ids.length, request.kind)
-    const answers = readAhead(request, context, whole.signal)
-    for (const [i, id] of request.ids.entries()) {
-      // One step: read the block (ahead) and hand it to a client that keeps reading.
-      const step = deadline(context.stallTimeoutMs, whole.signal)
-      let parts: Uint8Array[]
+    for (let requests = 0; ; requests++) {
+      const wait = deadline(context.requestTimeoutMs, context.stopped)
+      let frame: Uint8Array | null
       try {
-        const answer = await untilAborted(answers[i] as Promise<Answer>, step.signal)
-        parts = encodeResponseFrame(id, answer.status, answer.data)
-        await sendParts(stream, parts, { signal: step.signal })
+        frame = await reader.next({ signal: wait.signal })
+      } catch (err) {
+        throw wait.timedOut() ? new BazilError(ErrorCode.TIMEOUT, `no request within ${context.requestTimeoutMs} ms`) : err
       } finally {
-        step.clear()
+        wait.clear()
       }
-      traffic?.sent(peer, parts.reduce((sum, part) => sum + part.byteLength, 0))
-      answered++
-      startNext(answers, request, context, whole.signal, i + READ_AHEAD)
+      if (frame === null) {
+        if (requests === 0) throw new BazilError(ErrorCode.PROTOCOL, 'stream ended before a request')
+        break
+      }
+      const request = decodeRequest(frame)
+      log('%s asks %d blocks (%s)', peer, request.ids.length, request.kind)
+      const whole = deadline(context.requestDeadlineMs, context.stopped)
+      try {
+        answered += await answer(stream, peer, request, context, whole.signal)
+      } catch (err) {
+        throw whole.timedOut() ? new BazilError(ErrorCode.TIMEOUT, `request not answered within ${context.requestDeadlineMs} ms`) : err
+      } finally {
+        whole.clear()
+      }
     }
-    await stream.close({ signal: whole.signal })
+    await stream.close({ signal: AbortSignal.timeout(context.stallTimeoutMs) })
     log('answered %d blocks to %s', answered, peer)
   } catch (err) {
-    const reason = whole.timedOut() ? `deadline of ${context.streamDeadlineMs} ms passed` : (err as Error).message
-    if (isBazilError(err, ErrorCode.PROTOCOL)) log.error('resetting block stream from %s: %s', peer, reason)
-    else log('block stream from %s ended after %d answers: %s', peer, answered, reason)
+    if (isBazilError(err, ErrorCode.PROTOCOL)) log.error('resetting block stream from %s: %s', peer, (err as Error).message)
+    else log('block stream from %s ended after %d answers: %s', peer, answered, (err as Error).message)
     stream.abort(err instanceof Error ? err : new Error(String(err)))
   } finally {
-    whole.clear()
     reader.release()
   }
 }
 
-/** After the request the client has nothing more to say: any further byte is a violation. */
-function watchForExtraBytes (stream: Stream, reader: FrameReader): void {
-  const extra = reader.buffered
-  reader.release()
-  const violate = (): void => {
-    stream.abort(new BazilError(ErrorCode.PROTOCOL, 'data after the request'))
-  }
-  if (extra > 0) { violate(); return }
-  stream.addEventListener('message', violate, { once: true })
-}
-
-/** Answers as promises that never reject, the first READ_AHEAD of them started. */
-function readAhead (request: Request, context: ServerContext, signal: AbortSignal): Array<Promise<Answer> | undefined> {
+/** Sends one answer per id of `request`, in order; resolves with how many were sent. */
+async function answer (stream: Stream, peer: string, request: Request, context: ServerContext, signal: AbortSignal): Promise<number> {
   const answers: Array<Promise<Answer> | undefined> = new Array(request.ids.length)
-  for (let i = 0; i < Math.min(READ_AHEAD, request.ids.length); i++) startNext(answers, request, context, signal, i)
-  return answers
+  for (let i = 0; i < READ_AHEAD; i++) startRead(answers, request, context, signal, i)
+  for (const [i, id] of request.ids.entries()) {
+    const read = deadline(context.stallTimeoutMs, signal)
+    let found: Answer
+    try {
+      found = await untilAborted(answers[i] as Promise<Answer>, read.signal)
+    } finally {
+      read.clear()
+      answers[i] = DONE // drop the block once sent: only READ_AHEAD of them are held at a time
+    }
+    const parts = encodeResponseFrame(id, found.status, found.data)
+    await sendParts(stream, parts, { signal, idleMs: context.stallTimeoutMs })
+    context.traffic?.sent(peer, parts.reduce((sum, part) => sum + part.byteLength, 0))
+    startRead(answers, request, context, signal, i + READ_AHEAD)
+  }
+  return request.ids.length
 }
 
-function startNext (answers: Array<Promise<Answer> | undefined>, request: Request, context: ServerContext, signal: AbortSignal, i: number): void {
+function startRead (answers: Array<Promise<Answer> | undefined>, request: Request, context: ServerContext, signal: AbortSignal, i: number): void {
   const id = request.ids[i]
   if (id === undefined || answers[i] !== undefined) return
-  answers[i] = answer(id, request.kind, context, signal)
+  answers[i] = lookUp(id, request.kind, context, signal)
 }
 
-async function answer (id: Uint8Array, kind: Request.Kind, context: ServerContext, signal: AbortSignal): Promise<Answer> {
+/** The answer for one id; never rejects. */
+async function lookUp (id: Uint8Array, kind: Request.Kind, context: ServerContext, signal: AbortSignal): Promise<Answer> {
   const { store } = context
   try {
     if (kind === Request.Kind.HAS && store.has !== undefined) {

@@ -14,7 +14,7 @@ import type { TrustStore } from '../../src/net/types.ts'
 import { logger } from '../../src/util/log.ts'
 import { BazilError, ErrorCode } from '../../src/errors.ts'
 import { exchange, type StreamOpener } from './client.ts'
-import { MAX_INBOUND_STREAMS, PROTOCOL, REQUEST_TIMEOUT_MS, STALL_TIMEOUT_MS, STREAM_DEADLINE_MS } from './constants.ts'
+import { MAX_INBOUND_STREAMS, PROTOCOL, REQUEST_DEADLINE_MS, REQUEST_TIMEOUT_MS, STALL_TIMEOUT_MS } from './constants.ts'
 import { serveStream } from './server.ts'
 import { Request, Response } from './wire.ts'
 
@@ -28,7 +28,7 @@ export interface BlockExchangeInit {
   traffic?: Traffic
   /** Overrides of the constants.ts deadlines, for tests. */
   requestTimeoutMs?: number
-  streamDeadlineMs?: number
+  requestDeadlineMs?: number
   stallTimeoutMs?: number
 }
 
@@ -113,7 +113,7 @@ class BlockExchangeService implements BlockExchange {
         traffic: this.#init.traffic,
         log,
         requestTimeoutMs: this.#init.requestTimeoutMs ?? REQUEST_TIMEOUT_MS,
-        streamDeadlineMs: this.#init.streamDeadlineMs ?? STREAM_DEADLINE_MS,
+        requestDeadlineMs: this.#init.requestDeadlineMs ?? REQUEST_DEADLINE_MS,
         stallTimeoutMs: this.#init.stallTimeoutMs ?? STALL_TIMEOUT_MS,
         stopped: this.#stop.signal
       })

@@ -3,7 +3,7 @@
  * random) in a LocalStore served by a peer in another process (block-peer.ts) on loopback,
  * fetched by this process over /bazil/block/1.0.0 — next to a plain libp2p stream carrying
  * the same blocks from the same store (raw-transfer.ts), measured in the same run, alternating,
- * three rounds each; the median counts. Target: block exchange ≥ 0.8× the plain stream.
+ * five rounds each; the median counts. Target: block exchange ≥ 0.8× the plain stream.
  * `--quick` uses 256 chunks.
  */
 import '../../src/util/polyfills.ts'
@@ -27,7 +27,7 @@ const MiB = 1024 * 1024
 const CHUNK_BYTES = MiB + 17
 const FULL_CHUNKS = 1024
 const QUICK_CHUNKS = 256
-const ROUNDS = 3
+const ROUNDS = 5
 const TARGET_RATIO = 0.8
 
 interface Measured { name: string, seconds: number[] }

@@ -20,17 +20,19 @@ export async function serveRaw (stream: Stream, store: KV): Promise<void> {
     if (frame === null) throw new Error('no request')
     const count = Buffer.from(frame).readUInt32BE(0)
     const ids = Array.from({ length: count }, (_, i) => frame.subarray(4 + i * ID_BYTES, 4 + (i + 1) * ID_BYTES))
-    const reads: Array<Promise<Uint8Array>> = []
+    const reads = new Map<number, Promise<Uint8Array>>() // at most READ_AHEAD blocks held
     const start = (i: number): void => {
       const id = ids[i]
-      if (id === undefined || reads[i] !== undefined) return
+      if (id === undefined || reads.has(i)) return
       const read = store.get(id)
       read.catch(() => {}) // awaited in turn; one abandoned by an abort must not be unhandled
-      reads[i] = read
+      reads.set(i, read)
     }
     for (let i = 0; i < READ_AHEAD; i++) start(i)
     for (let i = 0; i < ids.length; i++) {
-      await sendParts(stream, [await (reads[i] as Promise<Uint8Array>)])
+      const block = await (reads.get(i) as Promise<Uint8Array>)
+      reads.delete(i)
+      await sendParts(stream, [block])
       start(i + READ_AHEAD)
     }
     await stream.close()

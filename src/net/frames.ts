@@ -27,11 +27,6 @@ export interface FrameReaderOptions {
   highWaterBytes?: number
   /** Called with the byte count of every chunk received (prefixes included). */
   onBytes?: (bytes: number) => void
-  /**
-   * Pause at once, until the first next(): for a stream opened ahead of use, which then
-   * receives only what the sender had in flight (one initial yamux window, 256 KiB).
-   */
-  startPaused?: boolean
 }
 
 type Chunk = Uint8Array | { byteLength: number, [Symbol.iterator]: () => Iterator<Uint8Array> }
@@ -78,7 +73,6 @@ export class FrameReader {
     stream.addEventListener('close', this.#onClose)
     stream.addEventListener('end', this.#onEnd)
     stream.addEventListener('remoteCloseWrite', this.#onEnd)
-    if (options.startPaused === true) this.#pause()
   }
 
   /**

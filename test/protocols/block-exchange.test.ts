@@ -311,14 +311,15 @@ describe('hostile input to the server', () => {
       ['too many ids', request(Array.from({ length: MAX_IDS_PER_REQUEST + 1 }, () => randomBytes(32)))],
       ['a 1-byte id', request([Uint8Array.of(1)])],
       ['an unknown kind', Buffer.from('06' + '0807' + '12020102', 'hex')],
-      ['data after the request', Buffer.concat([valid, Uint8Array.of(1, 2, 3)])],
-      ['two requests', Buffer.concat([valid, valid])],
+      ['garbage after a request', Buffer.concat([valid, Uint8Array.of(1, 2, 3)])],
+      ['a truncated second request', Buffer.concat([valid, valid.subarray(0, 4)])],
       ['random bytes', Buffer.from('ff'.repeat(3) + '0a'.repeat(40), 'hex')]
     ]
     for (const [label, bytes, options] of cases) {
       expect(await rawExchange(client, server, bytes, options), label).toEqual({ reset: true })
     }
     expect(await rawExchange(client, server, valid)).toEqual({ reset: false, answers: 3 })
+    expect(await rawExchange(client, server, Buffer.concat([valid, valid]))).toEqual({ reset: false, answers: 6 })
     const fetched = await collect(client.services.blocks.fetch(server.peerId, held.map(b => b.id)))
     expect(fetched.map(r => r.value === null ? null : hex(r.value))).toEqual(held.map(b => hex(b.value)))
   })
@@ -334,7 +335,8 @@ describe('hostile input to the server', () => {
         () => rng.bytes(rng.int(0, 200)),
         () => Buffer.concat([encodeVarint(rng.int(0, 64)), rng.bytes(rng.int(0, 64))]),
         () => { const bytes = Buffer.from(valid); bytes[rng.int(0, bytes.byteLength - 1)] = rng.int(0, 255); return bytes },
-        () => valid.subarray(0, rng.int(0, valid.byteLength))
+        () => valid.subarray(0, rng.int(0, valid.byteLength)),
+        () => Buffer.concat([valid, rng.chance(0.5) ? valid : rng.bytes(rng.int(1, 20))])
       ])()
       const expected = oracle(input)
       const outcome = await rawExchange(client, server, input)
@@ -343,23 +345,32 @@ describe('hostile input to the server', () => {
     expect(await rawExchange(client, server, valid)).toEqual({ reset: false, answers: 2 })
   })
 
-  /** What the server must do with `input` followed by the end of the stream, computed independently. */
+  /**
+   * What the server must do with `input` followed by the end of the stream, computed
+   * independently: answer every request in it, or reset if any part of it is not one.
+   */
   function oracle (input: Uint8Array): Outcome {
-    let length = 0
-    let prefix = 0
-    for (;;) {
-      if (prefix >= input.byteLength || prefix >= 5) return { reset: true }
-      const byte = input[prefix] as number
-      length += (byte & 0x7f) * 2 ** (7 * prefix)
-      prefix++
-      if ((byte & 0x80) === 0) break
-    }
-    if (length > MAX_REQUEST_BYTES || input.byteLength !== prefix + length) return { reset: true }
-    try {
-      return { reset: false, answers: decodeRequest(input.subarray(prefix)).ids.length }
-    } catch {
-      return { reset: true }
-    }
+    let answers = 0
+    let at = 0
+    do {
+      let length = 0
+      let prefix = 0
+      for (;;) {
+        if (at + prefix >= input.byteLength || prefix >= 5) return { reset: true }
+        const byte = input[at + prefix] as number
+        length += (byte & 0x7f) * 2 ** (7 * prefix)
+        prefix++
+        if ((byte & 0x80) === 0) break
+      }
+      if (length > MAX_REQUEST_BYTES || input.byteLength < at + prefix + length) return { reset: true }
+      try {
+        answers += decodeRequest(input.subarray(at + prefix, at + prefix + length)).ids.length
+      } catch {
+        return { reset: true }
+      }
+      at += prefix + length
+    } while (at < input.byteLength)
+    return { reset: false, answers }
   }
 
   it('resets a stream whose request does not come within the request timeout', async () => {
