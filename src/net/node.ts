@@ -1,8 +1,10 @@
 /**
  * The libp2p node of a Bazil daemon: TCP, Noise, yamux, identify, ping and (optionally) mDNS,
  * with the node's own Ed25519 identity as its peer id. It owns the trust guard (every
- * `/bazil/` protocol refuses unpaired peers, see guard.ts), dials paired peers when mDNS sees
- * them, and keeps what `bazil peers` shows (addresses, last seen, round trip, bytes).
+ * `/bazil/` protocol refuses unpaired peers, see guard.ts), keeps paired peers connected —
+ * dialling one whenever mDNS answers for it and, while it is away, every REDIAL_INTERVAL_MS at
+ * its known addresses — and keeps what `bazil peers` shows (addresses, last seen, round trip,
+ * bytes).
  *
  * Services are passed as libp2p service factories and reached as `node.services.NAME`.
  */
@@ -38,6 +40,11 @@ export const DEFAULT_LISTEN = ['/ip4/0.0.0.0/tcp/4011']
  */
 export const STREAM_WINDOW_BYTES = 16 * 1024 * 1024
 export const PAUSED_READ_BUFFER_BYTES = STREAM_WINDOW_BYTES + 1024 * 1024
+/**
+ * How often paired peers that are not connected are dialled at their known addresses. mDNS
+ * answers (every 10 s on a LAN) dial at once; this covers peers mDNS does not reach.
+ */
+export const REDIAL_INTERVAL_MS = 15_000
 
 // A factory's components are libp2p's internal Components type; services declare the
 // smallest interface they need, so the map takes any.
@@ -59,8 +66,10 @@ export interface NetNodeOptions<S extends Record<string, unknown>> {
   openProtocols?: string[]
   /** Byte counters shared with the protocol services; one is made if omitted. */
   traffic?: Traffic
-  /** Dial paired peers when discovery finds them. Default true. */
+  /** Keep paired peers connected (dial on discovery and every REDIAL_INTERVAL_MS). Default true. */
   dialPaired?: boolean
+  /** Overrides REDIAL_INTERVAL_MS, for tests. */
+  redialIntervalMs?: number
 }
 
 export interface BazilNetNode<S extends Record<string, unknown> = Record<string, unknown>> extends NetNode {
@@ -85,6 +94,47 @@ export async function createNetNode<S extends Record<string, unknown> = Record<s
   const listen = options.listen ?? DEFAULT_LISTEN
   const fallback = options.fallbackToAnyPort ?? options.listen === undefined
 
+  const sightings = new Map<string, Sighting>()
+  /** Round trips measured by `ping()`, used where the connection monitor has none yet. */
+  const pinged = new Map<string, number>()
+  const dialing = new Set<string>()
+  // Assigned below, before the node starts (and so before any discovery event).
+  let libp2p: Libp2p<{ ping: Ping } & S>
+
+  /** Dials a paired peer that is not connected (one dial at a time per peer). */
+  const keepConnected = (id: PeerId, why: string): void => {
+    const key = id.toString()
+    if (options.dialPaired === false || !options.trust.isPaired(key) || dialing.has(key) || libp2p.getConnections(id).length > 0) return
+    dialing.add(key)
+    log('paired peer %s %s: dialling', key, why)
+    libp2p.dial(id)
+      .then(() => { log('connected to paired peer %s', key) }, (err: unknown) => { log('dialling paired peer %s failed: %s', key, (err as Error).message) })
+      .finally(() => { dialing.delete(key) })
+  }
+  const sighted = (peer: PeerInfo): void => {
+    const id = peer.id.toString()
+    if (id === libp2p.peerId.toString()) return
+    sightings.set(id, { addrs: peer.multiaddrs.map(String), lastSeen: new Date() })
+    // Merged first so the dial has these addresses (libp2p merges them too, asynchronously).
+    libp2p.peerStore.merge(peer.id, { multiaddrs: peer.multiaddrs })
+      .catch(() => {})
+      .finally(() => { keepConnected(peer.id, 'seen on the LAN') })
+  }
+  /** Paired peers at the addresses the trust store and the peer store know. */
+  const redialPaired = async (): Promise<void> => {
+    for (const peer of options.trust.list()) {
+      try {
+        const id = peerIdFromString(peer.peerId)
+        if (libp2p.getConnections(id).length > 0 || dialing.has(peer.peerId)) continue
+        const addrs = peer.addrs.map(addr => multiaddr(addr.replace(/\/p2p\/[^/]+$/, '')))
+        if (addrs.length > 0) await libp2p.peerStore.merge(id, { multiaddrs: addrs })
+        keepConnected(id, 'is away')
+      } catch (err) {
+        log('cannot redial %s: %s', peer.peerId, (err as Error).message)
+      }
+    }
+  }
+
   const build = async (addrs: string[]): Promise<Libp2p<{ ping: Ping } & S>> => {
     // eslint-disable-next-line @typescript-eslint/no-explicit-any
     const services: Record<string, (components: any) => unknown> = {
@@ -103,13 +153,19 @@ export async function createNetNode<S extends Record<string, unknown> = Record<s
       streamMuxers: [yamux({
         streamOptions: { maxStreamWindowSize: STREAM_WINDOW_BYTES, maxReadBufferLength: PAUSED_READ_BUFFER_BYTES }
       })],
-      peerDiscovery: options.mdns === false ? [] : [mdns()],
+      // libp2p announces a peer only the first time it is discovered; the discovery's own event
+      // fires on every mDNS answer, which is what last-seen and reconnecting after a partition need.
+      peerDiscovery: options.mdns === false ? [] : [(components: Parameters<ReturnType<typeof mdns>>[0]) => {
+        const discovery = mdns()(components)
+        discovery.addEventListener('peer', evt => { sighted(evt.detail) })
+        return discovery
+      }],
       services
     })
     return node as unknown as Libp2p<{ ping: Ping } & S>
   }
 
-  let libp2p = await build(listen)
+  libp2p = await build(listen)
   try {
     await libp2p.start()
   } catch (err) {
@@ -130,23 +186,18 @@ export async function createNetNode<S extends Record<string, unknown> = Record<s
   const peerId = libp2p.peerId.toString()
   log('started %s listening on %s', peerId, libp2p.getMultiaddrs().map(String).join(' '))
 
-  const sightings = new Map<string, Sighting>()
-  /** Round trips measured by `ping()`, used where the connection monitor has none yet. */
-  const pinged = new Map<string, number>()
-  const onDiscovery = (evt: CustomEvent<PeerInfo>): void => {
-    const id = evt.detail.id.toString()
-    sightings.set(id, { addrs: evt.detail.multiaddrs.map(String), lastSeen: new Date() })
-    if (options.dialPaired === false || !options.trust.isPaired(id) || libp2p.getConnections(evt.detail.id).length > 0) return
-    log('discovered paired peer %s: dialling', id)
-    libp2p.dial(evt.detail.id).catch((err: unknown) => { log('dialling paired peer %s failed: %s', id, (err as Error).message) })
-  }
   const onDisconnect = (evt: CustomEvent<PeerId>): void => {
     const id = evt.detail.toString()
     const previous = sightings.get(id)
     sightings.set(id, { addrs: previous?.addrs ?? [], lastSeen: new Date() })
   }
-  libp2p.addEventListener('peer:discovery', onDiscovery)
   libp2p.addEventListener('peer:disconnect', onDisconnect)
+  let redialTimer: NodeJS.Timeout | undefined
+  if (options.dialPaired !== false) {
+    redialTimer = setInterval(() => { void redialPaired() }, options.redialIntervalMs ?? REDIAL_INTERVAL_MS)
+    redialTimer.unref()
+    void redialPaired()
+  }
 
   let stopping: Promise<void> | undefined
   return {
@@ -194,7 +245,7 @@ export async function createNetNode<S extends Record<string, unknown> = Record<s
     },
     stop: async () => {
       stopping ??= (async () => {
-        libp2p.removeEventListener('peer:discovery', onDiscovery)
+        clearInterval(redialTimer)
         libp2p.removeEventListener('peer:disconnect', onDisconnect)
         await libp2p.stop()
         log('stopped %s', peerId)

@@ -12,7 +12,6 @@ import { openTrustStore } from '../net/trust.ts'
 import { InviteBook, DEFAULT_INVITE_TTL_MS } from '../net/invite.ts'
 import { Traffic } from '../net/traffic.ts'
 import type { PeerReport } from '../net/peers.ts'
-import type { TrustStore } from '../net/types.ts'
 import { blockExchange } from '../../protocols/block-exchange/index.ts'
 import type { BlockExchange } from '../../protocols/block-exchange/index.ts'
 import { pairing, join, PAIRING_PROTOCOL } from '../../protocols/pairing/index.ts'
@@ -74,7 +73,6 @@ export async function startNetwork (home: Home, local: KV & KVHas, options: Netw
       })
     }
   })
-  dialPaired(node, trust)
   return {
     peerId: node.peerId,
     addrs: () => node.addrs(),
@@ -101,16 +99,6 @@ export async function startNetwork (home: Home, local: KV & KVHas, options: Netw
     })),
     onPeersChanged: listener => { listeners.push(listener) },
     stop: async () => { await node.stop() }
-  }
-}
-
-/** Connects to paired peers at their last known addresses (discovery may not reach them). */
-function dialPaired (node: BazilNetNode<Services>, trust: TrustStore): void {
-  for (const peer of trust.list()) {
-    for (const addr of peer.addrs) {
-      const full = addr.includes('/p2p/') ? addr : `${addr}/p2p/${peer.peerId}`
-      node.dial(full).then(() => { log('connected to %s', peer.name) }, (err: unknown) => { log('dialing %s at %s: %s', peer.name, addr, (err as Error).message) })
-    }
   }
 }
 

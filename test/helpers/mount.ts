@@ -233,6 +233,13 @@ export interface StartBazilOptions {
   mount?: string
   init?: boolean
   env?: NodeJS.ProcessEnv
+  /**
+   * A command prefix for every CLI run, e.g. `['nsenter', '--net=/run/netns/NAME', '--']`; the
+   * daemon that `start` spawns inherits it (see netns.ts).
+   */
+  wrap?: string[]
+  /** Network flags for `start`, replacing the loopback-only `--listen /ip4/127.0.0.1/tcp/0 --no-mdns`. */
+  startArgs?: string[]
 }
 
 export async function startBazil (options: StartBazilOptions = {}): Promise<BazilMount> {
@@ -244,8 +251,9 @@ export async function startBazil (options: StartBazilOptions = {}): Promise<Bazi
   installExitSweep()
   let disposed = false
 
+  const wrap = options.wrap ?? []
   const run = async (args: string[], runOptions: { env?: NodeJS.ProcessEnv } = {}): Promise<RunResult> =>
-    await exec(process.execPath, [bazilCli, ...args], {
+    await exec(wrap[0] ?? process.execPath, [...wrap.slice(1), ...(wrap.length > 0 ? [process.execPath] : []), bazilCli, ...args], {
       env: { ...process.env, ...options.env, ...runOptions.env, BAZIL_HOME: home }
     })
 
@@ -271,7 +279,7 @@ export async function startBazil (options: StartBazilOptions = {}): Promise<Bazi
 
   const start = async (): Promise<void> => {
     // Loopback only and no mDNS: single-node tests send nothing onto the machine's networks.
-    await must(['start', '--mount', mount, '--listen', '/ip4/127.0.0.1/tcp/0', '--no-mdns'])
+    await must(['start', '--mount', mount, ...(options.startArgs ?? ['--listen', '/ip4/127.0.0.1/tcp/0', '--no-mdns'])])
     if (!isMounted(mount)) throw new Error(`bazil start returned but ${mount} is not mounted`)
     await pid()
   }
