@@ -1,7 +1,8 @@
 /**
  * The shape of the house (STYLE.md): dependencies point one way, `cli → node → fs → cas → kv`
- * (errors, util and actor are shared leaves; net and protocols sit beside fs), fuse-native is
- * imported only by src/fs/fuse.ts, and nothing outside the CLI writes to the console.
+ * (errors, util and actor are shared leaves; net and protocols sit beside fs; sync, the pure
+ * vector-time-pair core, imports only errors and util), fuse-native is imported only by
+ * src/fs/fuse.ts, and nothing outside the CLI writes to the console.
  */
 import { readFileSync, readdirSync, statSync } from 'node:fs'
 import { join, relative, dirname, resolve } from 'node:path'
@@ -37,11 +38,12 @@ const allowed: Record<string, string[]> = {
   cas: ['kv'],
   fs: ['cas', 'kv'],
   net: ['kv', 'cas', 'protocols'],
-  protocols: ['kv', 'cas', 'net'],
-  node: ['fs', 'cas', 'kv', 'net', 'protocols'],
+  protocols: ['kv', 'cas', 'net', 'sync'],
+  node: ['fs', 'cas', 'kv', 'net', 'protocols', 'sync'],
   cli: ['node', 'fs', 'cas', 'kv', 'net'],
   actor: [],
-  util: []
+  util: [],
+  sync: []
 }
 const leaves = ['root', 'util', 'actor']
 
@@ -57,6 +59,19 @@ describe('code layout', () => {
         if (!(allowed[from] ?? []).includes(to)) wrong.push(`${relative(root, file)} imports ${spec} (${from} → ${to})`)
       }
     }
+    expect(wrong).toEqual([])
+  })
+
+  it('keeps the sync core pure: errors, util and itself, no packages but node: builtins', () => {
+    const wrong: string[] = []
+    for (const file of sources.filter(f => layer(f) === 'sync')) {
+      for (const spec of imports(file)) {
+        const to = spec.startsWith('.') ? layer(resolve(dirname(file), spec)) : undefined
+        const ok = to === undefined ? spec.startsWith('node:') : ['sync', 'root', 'util'].includes(to)
+        if (!ok) wrong.push(`${relative(root, file)} imports ${spec}`)
+      }
+    }
+    expect(sources.some(f => layer(f) === 'sync')).toBe(true)
     expect(wrong).toEqual([])
   })
 
