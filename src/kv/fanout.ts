@@ -52,11 +52,29 @@ export interface MemberStatus {
   bytesPerMs: number | undefined
   successes: number
   failures: number
+  counters: MemberCounters
+}
+
+/** What happened to the requests sent to one store (cumulative, since the fan-out was built). */
+export interface MemberCounters {
+  /** Gets sent to the store. */
+  requests: number
+  /** Of those, sent because the store asked before it had not answered within its stagger delay. */
+  staggered: number
+  /** Gets whose answer was the one returned. */
+  wins: number
+  /** Gets cancelled because another store answered first. */
+  cancelled: number
+  /** Answers that failed validation. */
+  corrupt: number
+  /** Corrupt copies rewritten with a good one. */
+  repaired: number
 }
 
 interface Member extends FanoutMember {
   estimator: Estimator
   breaker: CircuitBreakerPolicy
+  counters: MemberCounters
 }
 
 /** Failures that say something about the store (not "absent" and not the caller's abort). */
@@ -80,6 +98,7 @@ export class FanoutStore implements KV, KVHas {
     this.members = members.map(m => ({
       ...m,
       estimator: new Estimator(),
+      counters: { requests: 0, staggered: 0, wins: 0, cancelled: 0, corrupt: 0, repaired: 0 },
       breaker: circuitBreaker(handleWhen(storeFailure), {
         halfOpenAfter: this.options.halfOpenAfterMs,
         breaker: new ConsecutiveBreaker(this.options.breakAfter)
@@ -95,7 +114,8 @@ export class FanoutStore implements KV, KVHas {
       latencyMs: m.estimator.latencyMs,
       bytesPerMs: m.estimator.bytesPerMs,
       successes: m.estimator.successes,
-      failures: m.estimator.failures
+      failures: m.estimator.failures,
+      counters: { ...m.counters }
     }))
   }
 
@@ -141,15 +161,17 @@ export class FanoutStore implements KV, KVHas {
           else if (corrupt.length > 0 && notFound + corrupt.length === order.length) reject(new BazilError(ErrorCode.CORRUPT, 'every copy failed verification'))
           else reject(new BazilError(ErrorCode.UNAVAILABLE, 'no store could answer', { cause: lastError }))
         }
-        const launch = (): void => {
+        const launch = (staggered = false): void => {
           if (settled || next >= order.length) { finish(); return }
           const m = order[next++] as Member
+          m.counters.requests++
+          if (staggered) m.counters.staggered++
           running++
           const started = performance.now()
           inflight.set(m, started)
           clearTimeout(timer)
           // Stagger: if this one is slow, ask the next one too.
-          if (next < order.length) timer = setTimeout(launch, this.staggerMs(m))
+          if (next < order.length) timer = setTimeout(() => { launch(true) }, this.staggerMs(m))
           m.breaker.execute(async () => await m.kv.get(key, { signal: race.signal }), race.signal)
             .then(async value => {
               if (this.options.validate !== undefined && !await this.options.validate(key, value)) {
@@ -163,8 +185,12 @@ export class FanoutStore implements KV, KVHas {
               if (settled) return
               const now = performance.now()
               m.estimator.record(now - started, value.byteLength)
+              m.counters.wins++
               // The losers take at least this long: they are asked later next time.
-              for (const [loser, since] of inflight) loser.estimator.recordLowerBound(now - since)
+              for (const [loser, since] of inflight) {
+                loser.estimator.recordLowerBound(now - since)
+                loser.counters.cancelled++
+              }
               settled = true
               clearTimeout(timer)
               race.abort()
@@ -175,7 +201,7 @@ export class FanoutStore implements KV, KVHas {
               inflight.delete(m)
               if (settled) return
               if (isBazilError(err, 'NOT_FOUND')) notFound++
-              else if (isBazilError(err, 'CORRUPT')) { corrupt.push(m); m.estimator.recordFailure() } else if (!race.signal.aborted) {
+              else if (isBazilError(err, 'CORRUPT')) { corrupt.push(m); m.counters.corrupt++; m.estimator.recordFailure() } else if (!race.signal.aborted) {
                 m.estimator.recordFailure()
                 lastError = err
                 log('%s failed: %s', m.name, (err as Error).message)
@@ -210,6 +236,7 @@ export class FanoutStore implements KV, KVHas {
       const fix = async (): Promise<void> => {
         if (hasCapability(m.kv, 'delete')) await m.kv.delete(key)
         await m.kv.put(key, value)
+        m.counters.repaired++
         log('rewrote a corrupt copy in %s', m.name)
       }
       fix().catch((err: unknown) => { log.error('could not repair %s: %s', m.name, (err as Error).message) })

@@ -39,6 +39,17 @@ export interface StoreInfo {
   bytesPerMs?: number
   pending: number
   lastError?: string
+  /** Since the daemon started: gets sent, staggered, won, cancelled, corrupt copies, repairs. */
+  counters?: StoreCounters
+}
+
+export interface StoreCounters {
+  requests: number
+  staggered: number
+  wins: number
+  cancelled: number
+  corrupt: number
+  repaired: number
 }
 
 /** Progress of a long operation, sent as it goes (the CLI draws a progress bar from it). */

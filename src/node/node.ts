@@ -142,6 +142,7 @@ export async function startNode (options: StartOptions): Promise<RunningNode> {
         ...(h?.latencyMs !== undefined ? { latencyMs: h.latencyMs } : {}),
         ...(h?.bytesPerMs !== undefined ? { bytesPerMs: h.bytesPerMs } : {}),
         pending: b?.pending ?? 0,
+        ...(h !== undefined ? { counters: h.counters } : {}),
         ...(store.openErrors.has(name) ? { lastError: store.openErrors.get(name) } : b?.lastError !== undefined ? { lastError: b.lastError } : {})
       }
     }

@@ -1,0 +1,195 @@
+/**
+ * Stores failing under a running daemon, end to end through the CLI and the mount, against the
+ * real servers: the S3 gateway killed mid-run and sshd stopped mid-run (reads are served by the
+ * other store, new writes wait in the queue, and replicate once the server is back: the
+ * backlog in `status` goes to 0); a slow S3 behind a latency proxy (the staggered request to
+ * the SFTP store wins and the slow one is cancelled, seen in the stores' counters and at the
+ * proxy); and a corrupted object in the SFTP store (the read returns the right bytes from the
+ * other store and the bad copy is rewritten).
+ *
+ * The kill test uses a private Ceph cluster: the shared one serves other test files.
+ */
+import { randomBytes } from 'node:crypto'
+import { readdir, readFile, rm, writeFile } from 'node:fs/promises'
+import { join } from 'node:path'
+import { describe, expect, it } from 'vitest'
+import { requireFuse, startBazil, testTarget } from '../helpers/mount.ts'
+import type { BazilMount, RunResult } from '../helpers/mount.ts'
+import { startLatencyProxy } from '../helpers/latency-proxy.ts'
+import { sharedRgw, startRgw } from '../helpers/rgw.ts'
+import type { RgwEndpoint } from '../helpers/rgw.ts'
+import { requireSshd, startSshd } from '../helpers/sshd.ts'
+import type { Sshd } from '../helpers/sshd.ts'
+import { tmpDir } from '../helpers/tmp.ts'
+import type { StatusReport, StoreInfo } from '../../src/node/api.ts'
+
+const kind = testTarget()
+const rgw = await sharedRgw()
+const LONG = 240_000
+
+async function json<T> (result: RunResult): Promise<T> {
+  expect(result.code, result.stderr).toBe(0)
+  return JSON.parse(result.stdout) as T
+}
+
+async function stores (node: BazilMount): Promise<Map<string, StoreInfo>> {
+  return new Map((await json<StoreInfo[]>(await node.run(['store', 'list', '--json']))).map(s => [s.name, s]))
+}
+
+async function backlog (node: BazilMount): Promise<Map<string, { pending: number, lastError?: string }>> {
+  return new Map((await json<StatusReport>(await node.run(['status', '--json']))).replication.map(r => [r.store, r]))
+}
+
+/** Polls until `done` holds; the test's own timeout is the only deadline. */
+async function until (done: () => Promise<boolean>): Promise<void> {
+  while (!await done()) await new Promise(resolve => setTimeout(resolve, 100))
+}
+
+async function addS3 (node: BazilMount, name: string, s3: RgwEndpoint, endpoint = s3.endpoint): Promise<void> {
+  await writeFile(join(node.home, 's3.json'), JSON.stringify({ accessKeyId: s3.accessKeyId, secretAccessKey: s3.secretAccessKey }), { mode: 0o600 })
+  const bucket = `bazil-${randomBytes(4).toString('hex')}`
+  const added = await node.run(['store', 'add', name, `s3://${bucket}/vol?endpoint=${encodeURIComponent(endpoint)}&create=1`])
+  expect(added.code, added.stderr).toBe(0)
+}
+
+async function addSftp (node: BazilMount, name: string, sshd: Sshd): Promise<void> {
+  const keyFile = join(await tmpDir(), 'client.key')
+  await writeFile(keyFile, sshd.privateKey, { mode: 0o600 })
+  const added = await node.run(['store', 'add', name, `sftp://${sshd.username}@${sshd.host}:${sshd.port}${sshd.dataDir}/bazil?key=${keyFile}`])
+  expect(added.code, added.stderr).toBe(0)
+}
+
+async function replicated (node: BazilMount): Promise<void> {
+  await until(async () => [...(await backlog(node)).values()].every(r => r.pending === 0))
+}
+
+/** Restarts the daemon with an empty local store: every read must come from the other stores. */
+async function dropLocalCopies (node: BazilMount): Promise<void> {
+  await node.stop()
+  await rm(join(node.home, 'store', 'objects'), { recursive: true, force: true })
+  await node.restart()
+}
+
+/** Every file below `dir`, by path relative to it. */
+async function filesIn (dir: string): Promise<Map<string, Buffer>> {
+  const out = new Map<string, Buffer>()
+  for (const entry of await readdir(dir, { recursive: true, withFileTypes: true })) {
+    if (!entry.isFile()) continue
+    const path = join(entry.parentPath, entry.name)
+    out.set(path.slice(dir.length), await readFile(path))
+  }
+  return out
+}
+
+/**
+ * One store goes away while the daemon runs: reads come from `other`, a new file's objects wait
+ * for `victim` (and reach `other`), and replicate to `victim` once it is back.
+ */
+async function outage (node: BazilMount, victim: string, other: string, down: () => Promise<void>, up: () => Promise<void>): Promise<void> {
+  const first = randomBytes(3 * 1024 * 1024 + 11)
+  await writeFile(join(node.mount, 'first.bin'), first)
+  await replicated(node)
+  await dropLocalCopies(node)
+
+  await down()
+  expect((await readFile(join(node.mount, 'first.bin'))).equals(first)).toBe(true)
+  expect((await stores(node)).get(other)?.counters?.wins).toBeGreaterThan(0)
+
+  const second = randomBytes(2 * 1024 * 1024 + 5)
+  await writeFile(join(node.mount, 'second.bin'), second)
+  // The other store takes the new objects; the dead one keeps them queued, with the reason.
+  await until(async () => {
+    const b = await backlog(node)
+    return b.get(other)?.pending === 0 && b.get(victim)?.lastError !== undefined
+  })
+  expect((await backlog(node)).get(victim)?.pending).toBeGreaterThan(0)
+
+  await up()
+  await until(async () => (await backlog(node)).get(victim)?.pending === 0)
+  const dry = await json<{ missing: number, objects: number }>(await node.run(['push', '/', victim, '--dry-run', '--json']))
+  expect(dry.objects).toBeGreaterThan(0)
+  expect(dry.missing).toBe(0)
+  expect((await readFile(join(node.mount, 'second.bin'))).equals(second)).toBe(true)
+}
+
+describe.runIf(kind === 'bazil' && requireFuse('bazil') && requireSshd() && !('unavailable' in rgw))('stores failing under a running daemon', () => {
+  it('S3 killed mid-run: reads from SFTP, writes queued, replicated when it returns', async () => {
+    const privateRgw = await startRgw()
+    const sshd = await startSshd()
+    const node = await startBazil()
+    await addS3(node, 'cloud', privateRgw)
+    await addSftp(node, 'box', sshd)
+    await outage(node, 'cloud', 'box', privateRgw.kill, privateRgw.restart)
+  }, LONG)
+
+  it('sshd stopped and restarted: reads from S3, writes queued, replicated when it returns', async () => {
+    if ('unavailable' in rgw) return
+    const sshd = await startSshd()
+    const node = await startBazil()
+    await addSftp(node, 'box', sshd)
+    await addS3(node, 'cloud', rgw)
+    await outage(node, 'box', 'cloud', sshd.stop, sshd.start)
+  }, LONG)
+
+  it('a slow S3: the staggered request to SFTP wins and the slow one is cancelled', async () => {
+    if ('unavailable' in rgw) return
+    const proxy = await startLatencyProxy(rgw.endpoint)
+    const sshd = await startSshd()
+    const node = await startBazil()
+    // Added first, so with nothing measured yet the fan-out asks it first.
+    await addS3(node, 'cloud', rgw, proxy.url)
+    await addSftp(node, 'box', sshd)
+    const data = randomBytes(4 * 1024 * 1024 + 3)
+    await writeFile(join(node.mount, 'f.bin'), data)
+    await replicated(node)
+    await dropLocalCopies(node)
+
+    proxy.latencyMs = 100
+    proxy.reset()
+    expect((await readFile(join(node.mount, 'f.bin'))).equals(data)).toBe(true)
+    const after = await stores(node)
+    const cloud = after.get('cloud')?.counters
+    const box = after.get('box')?.counters
+    expect(cloud?.requests).toBeGreaterThan(0)
+    expect(cloud?.cancelled).toBeGreaterThan(0)
+    expect(box?.staggered).toBeGreaterThan(0)
+    expect(box?.wins).toBeGreaterThan(0)
+    // The cancellation reached the wire: the proxy saw the client hang up.
+    expect(proxy.stats.aborted).toBeGreaterThan(0)
+  }, LONG)
+
+  it('a corrupted object in the SFTP store: the read is correct and the copy is rewritten', async () => {
+    const sshd = await startSshd()
+    const node = await startBazil()
+    const backup = await tmpDir('bazil-backup-')
+    await addSftp(node, 'box', sshd)
+    const added = await node.run(['store', 'add', 'backup', backup])
+    expect(added.code, added.stderr).toBe(0)
+    const data = randomBytes(2 * 1024 * 1024 + 1)
+    await writeFile(join(node.mount, 'f.bin'), data)
+    await replicated(node)
+    await node.stop()
+    await rm(join(node.home, 'store', 'objects'), { recursive: true, force: true })
+    const objects = join(sshd.dataDir, 'bazil', 'objects')
+    // Every copy in the SFTP store is damaged. Nothing is measured yet after the restart, so the
+    // fan-out asks the stores in the order they were added: SFTP first, then the backup.
+    const originals = await filesIn(objects)
+    expect(originals.size).toBeGreaterThan(0)
+    for (const [path, good] of originals) {
+      const bad = Buffer.from(good)
+      const middle = bad.length >> 1
+      bad.writeUInt8(bad.readUInt8(middle) ^ 0xff, middle)
+      await writeFile(join(objects, path), bad)
+    }
+    await node.restart()
+
+    expect((await readFile(join(node.mount, 'f.bin'))).equals(data)).toBe(true)
+    const box = (await stores(node)).get('box')?.counters
+    expect(box?.corrupt).toBeGreaterThan(0)
+    // Repairs run in the background: every bad copy the reads met is rewritten with good bytes.
+    await until(async () => (await stores(node)).get('box')?.counters?.repaired === box?.corrupt)
+    const now = await filesIn(objects)
+    const restored = [...originals].filter(([path, good]) => now.get(path)?.equals(good) === true)
+    expect(restored.length).toBeGreaterThan(0)
+  }, LONG)
+})
