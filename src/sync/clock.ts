@@ -123,16 +123,24 @@ export function applySync (dest: Clock, source: Clock, decision: Decision): Cloc
     : freeze({ ...dest, sync })
 }
 
-/** Resolve a conflict in favour of the remote version: as a copy. */
+/**
+ * The paper's resolutions (its figure 3) record a choice without making a new version:
+ * - `resolveTheirs`: take the remote version, as a copy;
+ * - `resolveOurs`: keep the local version and record the remote's knowledge, so the remote
+ *   takes ours when it syncs from here.
+ * They are right when one replica resolves. When two replicas may resolve the same conflict
+ * (each keeping its own, say), both then hold a version the other has "seen", and the two stay
+ * different with nothing left to sync: the protocol should resolve with `resolveNew`, which is a
+ * new version even when its content is one side's. Choosing a live version over a deletion is
+ * always `resolveNew` (these two refuse it with `INVALID`).
+ */
 export function resolveTheirs (local: Clock, remote: Clock): Clock {
+  if (isTombstone(local) && !isTombstone(remote)) {
+    throw new BazilError(ErrorCode.INVALID, 'keeping a live version over a deletion is resolveNew')
+  }
   return applySync(local, remote, 'copy')
 }
 
-/**
- * Resolve a conflict in favour of the local version, which stays as it is; the remote's
- * knowledge is recorded so that the remote, syncing from here, takes the local version. Keeping
- * a live version over a remote deletion is a new incarnation instead: use `resolveNew`.
- */
 export function resolveOurs (local: Clock, remote: Clock): Clock {
   if (!isTombstone(local) && isTombstone(remote)) {
     throw new BazilError(ErrorCode.INVALID, 'keeping a live version over a deletion is resolveNew')
@@ -141,9 +149,11 @@ export function resolveOurs (local: Clock, remote: Clock): Clock {
 }
 
 /**
- * Resolve a conflict with a version made by `peer` at `now` (new content, or one side's content
- * chosen over a deletion). It supersedes both histories. If either side was deleted the result
- * is a new incarnation, so the deleting side takes it as a creation and not as an edit.
+ * Resolve a conflict with a version made by `peer` at `now` (new content, or either side's live
+ * content chosen over a deletion). It supersedes both histories. If either side was deleted the
+ * result is a new incarnation: every replica whose deletion the resolver knew then takes it as a
+ * creation, not as an edit of what it deleted. (Keeping the live version's own clock instead
+ * would make each of those replicas report the same modify/delete conflict again.)
  */
 export function resolveNew (local: Clock, remote: Clock, peer: PeerId, now: number): Clock {
   const stamp = vectorOf([[peer, checkNow(now)]])

@@ -191,10 +191,17 @@ describe('Figure 5: deletion and re-creation', () => {
     expectClock(kept, '{sync{A:2 B:4} mod{B:4} create{B:4}}')
     expect(decide(kept, a)).toBe('copy')
     expect(decide(a, kept)).toBe('nothing')
-    // Keeping the live version as it is would re-conflict forever: refused.
-    let error: unknown
-    try { resolveOurs(b, a) } catch (err) { error = err }
-    expect(isBazilError(error, 'INVALID')).toBe(true)
+    // Taking the live version with its own clock would re-conflict wherever the deletion is
+    // known: refused, both ways round.
+    for (const bad of [() => resolveOurs(b, a), () => resolveTheirs(a, b)]) {
+      let error: unknown
+      try { bad() } catch (err) { error = err }
+      expect(isBazilError(error, 'INVALID')).toBe(true)
+    }
+    // Taken at A instead, it is the same kind of new incarnation.
+    const taken = resolveNew(a, b, A, 5)
+    expectClock(taken, '{sync{A:5 B:3} mod{A:5 B:3} create{A:5}}')
+    expect(decide(taken, b)).toBe('copy')
 
     // Or keep the deletion, at A: B then takes it.
     const gone = resolveOurs(a, b)
