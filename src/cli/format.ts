@@ -39,6 +39,9 @@ export function formatStatus (status: StatusReport): string {
     ['peers', (status.peers ?? []).length === 0
       ? 'none paired or nearby'
       : (status.peers ?? []).map(p => `${p.name ?? p.peerId.slice(-8)} (${p.paired ? 'paired' : 'nearby'}${p.connected ? ', connected' : ''})`).join(', ')],
+    ...(status.copies !== undefined && (status.replication ?? []).length > 0
+      ? [['policy', `copies=${status.copies}; ${(status.underReplicated ?? 0) === 0 ? 'met' : `${formatCount(status.underReplicated ?? 0)} objects under-replicated`}`] as [string, string]]
+      : []),
     ...(status.replication ?? []).map(r => [
       `→ ${r.store}`,
       (r.pending === 0 ? 'replicated' : `${formatCount(r.pending)} objects to copy`) + (r.lastError !== undefined ? ` (last error: ${r.lastError})` : '')

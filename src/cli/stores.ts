@@ -4,7 +4,7 @@
  * the current directory) or a volume path starting with '/'.
  */
 import { isAbsolute, relative, resolve, sep } from 'node:path'
-import type { StoreInfo, TransferProgress, TransferReport } from '../node/api.ts'
+import type { PolicyReport, StoreInfo, TransferProgress, TransferReport } from '../node/api.ts'
 import { ExitCode } from './exit.ts'
 import { formatCount, humanBytes } from './format.ts'
 import { print, printJson, withDaemon } from './commands.ts'
@@ -20,10 +20,28 @@ export async function storeAddCommand (global: GlobalOptions, name: string, url:
 }
 
 export async function storeListCommand (global: GlobalOptions, options: JsonOption): Promise<number> {
-  const stores = await withDaemon(global, async client => await client.storeList())
+  const [stores, status] = await withDaemon(global, async client => [await client.storeList(), await client.status()] as const)
   if (options.json === true) printJson(stores)
-  else print(formatStores(stores))
+  else print(`${formatStores(stores)}\n${formatPolicy({ copies: status.copies ?? 'all', stores: stores.length, underReplicated: status.underReplicated ?? 0 })}`)
   return ExitCode.OK
+}
+
+/** `bazil store policy [copies=N|copies=all]`: shows the policy, or sets it. */
+export async function storePolicyCommand (global: GlobalOptions, setting: string | undefined, options: JsonOption): Promise<number> {
+  const report = await withDaemon(global, async client => await client.storePolicy(setting))
+  if (options.json === true) printJson(report)
+  else print(formatPolicy(report))
+  return ExitCode.OK
+}
+
+export function formatPolicy (report: PolicyReport): string {
+  const { copies, stores, underReplicated } = report
+  const rule = copies === 'all'
+    ? 'copies=all: every object goes to every store'
+    : `copies=${copies}: each object is kept by ${copies} store${copies === 1 ? '' : 's'}, the local one included`
+  const short = copies !== 'all' && copies > stores ? ` (only ${stores} store${stores === 1 ? '' : 's'}: each gets everything)` : ''
+  const state = underReplicated === 0 ? 'every object meets it' : `${formatCount(underReplicated)} objects under-replicated`
+  return `policy ${rule}${short}; ${state}`
 }
 
 export async function storeRemoveCommand (global: GlobalOptions, name: string, options: JsonOption): Promise<number> {

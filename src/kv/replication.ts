@@ -75,6 +75,27 @@ export class ReplicationQueue {
     this.kick()
   }
 
+  /** Queues many keys at once, each for its own targets (a re-scan after a policy change). */
+  async enqueueMany (items: Array<{ key: Uint8Array, targets: string[] }>): Promise<void> {
+    const now = String(Date.now())
+    const ops = items.flatMap(({ key, targets }) => {
+      const hex = Buffer.from(key).toString('hex')
+      return targets.filter(name => this.targets.has(name)).map(name => ({ type: 'put' as const, key: `${name}:${hex}`, value: now }))
+    })
+    if (ops.length === 0) return
+    await this.db.batch(ops)
+    this.kick()
+  }
+
+  /** Objects with a copy still to make to at least one target: below the policy until done. */
+  async underReplicated (): Promise<number> {
+    const keys = new Set<string>()
+    for (const name of this.targets.keys()) {
+      for await (const entry of this.db.keys({ gt: `${name}:`, lt: `${name};` })) keys.add(entry.slice(name.length + 1))
+    }
+    return keys.size
+  }
+
   /** Starts the background work (and keeps it going every `intervalMs`). */
   start (intervalMs = 1000): void {
     this.timer = setInterval(() => { this.kick() }, intervalMs)

@@ -21,6 +21,10 @@ export interface StatusReport {
   startedAt: string
   /** Objects waiting to be copied to each of the volume's other stores. */
   replication: Array<{ store: string, pending: number, lastError?: string }>
+  /** The replication policy: how many stores (the local one counts) should hold each object. */
+  copies?: number | 'all'
+  /** Objects that a store the policy picked for them still lacks. */
+  underReplicated?: number
   /** Paired and nearby devices (empty when the node runs offline). */
   peers: PeerInfo[]
   /** Where this node listens (multiaddrs ending in its peer id). */
@@ -41,6 +45,14 @@ export interface StoreInfo {
   lastError?: string
   /** Since the daemon started: gets sent, staggered, won, cancelled, corrupt copies, repairs. */
   counters?: StoreCounters
+}
+
+/** `bazil store policy`: the setting and how far the volume is from meeting it. */
+export interface PolicyReport {
+  copies: number | 'all'
+  /** Stores in the volume, the local one included. */
+  stores: number
+  underReplicated: number
 }
 
 export interface StoreCounters {
@@ -99,6 +111,11 @@ export interface NodeApi {
   storeAdd: (name: string, url: string) => Promise<StoreInfo[]>
   storeList: () => Promise<StoreInfo[]>
   storeRemove: (name: string) => Promise<StoreInfo[]>
+  /**
+   * Shows the replication policy, or sets it from `copies=N` / `copies=all` (and queues what is
+   * stored for the stores it now picks).
+   */
+  storePolicy?: (setting?: string) => Promise<PolicyReport>
   /** Fetches the content of a file or subtree (a volume path) into the local store. */
   get: (path: string, options?: TransferOptions) => Promise<TransferReport>
   /** Copies the content of a file or subtree to the named store. */

@@ -11,7 +11,7 @@ import { chmod, lstat, rm } from 'node:fs/promises'
 import { StringDecoder } from 'node:string_decoder'
 import { BazilError, ErrorCode, isBazilError } from '../errors.ts'
 import { logger } from '../util/log.ts'
-import type { CheckReport, NodeApi, PeerInfo, StatusReport, StoreInfo, TransferProgress, TransferReport } from './api.ts'
+import type { CheckReport, NodeApi, PeerInfo, PolicyReport, StatusReport, StoreInfo, TransferProgress, TransferReport } from './api.ts'
 
 const log = logger('bazil:control')
 
@@ -43,6 +43,7 @@ export interface ControlClient extends NodeApi {
   invite: (ttlMs?: number, options?: CallOptions) => Promise<{ code: string, expiresAt: number }>
   peersRemove: (peerId: string, options?: CallOptions) => Promise<PeerInfo[]>
   storeRemove: (name: string, options?: CallOptions) => Promise<StoreInfo[]>
+  storePolicy: (setting?: string, options?: CallOptions) => Promise<PolicyReport>
   get: (path: string, options?: CallOptions & { dryRun?: boolean }) => Promise<TransferReport>
   push: (path: string, store: string, options?: CallOptions & { dryRun?: boolean }) => Promise<TransferReport>
   close: () => void
@@ -150,6 +151,11 @@ async function dispatch (api: NodeApi, request: Request, signal: AbortSignal, on
     case 'invite': return await api.invite(typeof request.params?.ttlMs === 'number' ? request.params.ttlMs : undefined)
     case 'peersRemove': return await api.peersRemove(stringParam(request, 'peerId'))
     case 'storeRemove': return await api.storeRemove(stringParam(request, 'name'))
+    case 'storePolicy': {
+      if (api.storePolicy === undefined) throw new BazilError(ErrorCode.NOT_SUPPORTED, 'this node has no replication policy')
+      const setting = request.params?.setting
+      return await api.storePolicy(typeof setting === 'string' ? setting : undefined)
+    }
     case 'get': return await api.get(stringParam(request, 'path'), { dryRun: request.params?.dryRun === true, signal, onProgress })
     case 'push': return await api.push(stringParam(request, 'path'), stringParam(request, 'store'), { dryRun: request.params?.dryRun === true, signal, onProgress })
     default: throw new BazilError(ErrorCode.NOT_SUPPORTED, `unknown control method: ${request.method}`)
@@ -329,6 +335,7 @@ export async function connectControl (socketPath: string, options: { connectTime
     invite: async (ttlMs, o = {}) => await call<{ code: string, expiresAt: number }>('invite', ttlMs === undefined ? {} : { ttlMs }, o, CONTROL_CALL_TIMEOUT_MS),
     peersRemove: async (peerId, o = {}) => await call<PeerInfo[]>('peersRemove', { peerId }, o, CONTROL_CALL_TIMEOUT_MS),
     storeRemove: async (name, o = {}) => await call<StoreInfo[]>('storeRemove', { name }, o, CONTROL_STOP_TIMEOUT_MS),
+    storePolicy: async (setting, o = {}) => await call<PolicyReport>('storePolicy', setting === undefined ? {} : { setting }, o, CONTROL_STOP_TIMEOUT_MS),
     get: async (path, o = {}) => await call<TransferReport>('get', { path, dryRun: o.dryRun === true }, o),
     push: async (path, store, o = {}) => await call<TransferReport>('push', { path, store, dryRun: o.dryRun === true }, o),
     close: () => { socket.end(); socket.unref() }

@@ -88,6 +88,7 @@ export async function runForeground (options: DaemonOptions & { onReady?: () => 
       storeAdd: async (name, url) => await node.storeAdd(name, url),
       storeList: async () => await node.storeList(),
       storeRemove: async name => await node.storeRemove(name),
+      ...(node.storePolicy !== undefined ? { storePolicy: node.storePolicy } : {}),
       get: async (path, o) => await node.get(path, o),
       push: async (path, store, o) => await node.push(path, store, o),
       peers: async () => await node.peers(),

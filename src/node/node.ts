@@ -14,11 +14,11 @@ import { Volume } from '../fs/volume.ts'
 import { mountVolume } from '../fs/fuse.ts'
 import type { Mount } from '../fs/fuse.ts'
 import type { Home } from './home.ts'
-import type { CheckReport, NodeApi, PeerInfo, StatusReport, StoreInfo, TransferOptions } from './api.ts'
+import type { CheckReport, NodeApi, PeerInfo, PolicyReport, StatusReport, StoreInfo, TransferOptions } from './api.ts'
 import { StoreSet } from './store-set.ts'
 import { startNetwork } from './network.ts'
 import type { Network, NetworkOptions } from './network.ts'
-import { LOCAL_STORE_NAME, openStore, parseStore, readStores, writeStores } from './stores.ts'
+import { LOCAL_STORE_NAME, openStore, parseCopies, parseStore, readPolicy, readStores, writePolicy, writeStores } from './stores.ts'
 import { transfer } from './transfer.ts'
 import { BazilError, ErrorCode } from '../errors.ts'
 import { open as openSealed } from '../cas/seal.ts'
@@ -48,7 +48,7 @@ export async function startNode (options: StartOptions): Promise<RunningNode> {
   const validate = (key: Uint8Array, sealed: Uint8Array): boolean => {
     try { openSealed(keys, key, sealed); return true } catch { return false }
   }
-  const store = await StoreSet.open(local, home.dir, await readStores(home.dir), validate)
+  const store = await StoreSet.open(local, home.dir, await readStores(home.dir), validate, (await readPolicy(home.dir)).copies)
   const sealer = new Sealer(keys)
   const cas = new Cas(store, keys, { sealer })
   const owner = { uid: process.getuid?.() ?? 0, gid: process.getgid?.() ?? 0 }
@@ -115,6 +115,8 @@ export async function startNode (options: StartOptions): Promise<RunningNode> {
       directories: stats.directories,
       startedAt,
       replication: backlog.map(b => ({ store: b.name, pending: b.pending, ...(b.lastError !== undefined ? { lastError: b.lastError } : {}) })),
+      copies: (await readPolicy(home.dir)).copies,
+      underReplicated: await store.underReplicated(),
       peers: network?.peers() ?? [],
       listen: network?.addrs() ?? []
     }
@@ -160,7 +162,19 @@ export async function startNode (options: StartOptions): Promise<RunningNode> {
     const next = [...configs, config]
     await writeStores(home.dir, next)
     await store.reconfigure(next)
+    // Under a numeric policy the new store may be picked for objects stored already.
+    if ((await readPolicy(home.dir)).copies !== 'all') await store.requeue()
     return await storeList()
+  }
+
+  const storePolicy = async (setting?: string): Promise<PolicyReport> => {
+    if (setting !== undefined) {
+      const copies = parseCopies(setting)
+      await writePolicy(home.dir, { copies })
+      store.setCopies(copies)
+      await store.requeue()
+    }
+    return { copies: (await readPolicy(home.dir)).copies, stores: 1 + (await readStores(home.dir)).length, underReplicated: await store.underReplicated() }
   }
 
   const storeRemove = async (name: string): Promise<StoreInfo[]> => {
@@ -184,7 +198,7 @@ export async function startNode (options: StartOptions): Promise<RunningNode> {
   const check = async (checkOptions?: { signal?: AbortSignal }): Promise<CheckReport> =>
     await checkVolume(volume, cas, checkOptions)
 
-  return { volume, closed, stop, status, check, storeAdd, storeList, storeRemove, get, push, peers, invite, peersRemove }
+  return { volume, closed, stop, status, check, storeAdd, storeList, storeRemove, storePolicy, get, push, peers, invite, peersRemove }
 }
 
 /** Staging files of a previous run hold nothing committed: remove them. */

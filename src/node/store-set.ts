@@ -1,8 +1,9 @@
 /**
  * The KV the CAS uses: writes and `has` go to the local store (content lands locally first, and
  * dedup must mean "we have it here"); reads go through the fan-out over the local store and the
- * volume's other stores; every write is queued for replication to those stores. Stores can be
- * added and removed while the node runs (`reconfigure`).
+ * volume's other stores; every write is queued for replication to the stores the policy picks
+ * for it (`copies`, see stores.ts). Stores can be added and removed and the policy changed while
+ * the node runs (`reconfigure`, `setCopies` + `requeue`).
  */
 import { join } from 'node:path'
 import { FanoutStore } from '../kv/fanout.ts'
@@ -12,8 +13,8 @@ import type { TargetBacklog } from '../kv/replication.ts'
 import type { KV, KVFlush, KVHas, KVOptions, KVPutOptions } from '../kv/kv.ts'
 import type { LocalStore } from '../kv/local.ts'
 import { logger } from '../util/log.ts'
-import { LOCAL_STORE_NAME, openStore, readStores, writeStores } from './stores.ts'
-import type { OpenedStore, StoreConfig } from './stores.ts'
+import { LOCAL_STORE_NAME, openStore, readStores, replicasFor, writeStores } from './stores.ts'
+import type { Copies, OpenedStore, StoreConfig } from './stores.ts'
 
 const log = logger('bazil:stores')
 
@@ -22,6 +23,7 @@ export class StoreSet implements KV, KVHas, KVFlush {
   private remotes: OpenedStore[] = []
   private peers: FanoutMember[] = []
   private queue: ReplicationQueue | undefined
+  private copies: Copies = 'all'
   /** Why a configured store could not be opened, by name. */
   readonly openErrors = new Map<string, string>()
 
@@ -33,8 +35,9 @@ export class StoreSet implements KV, KVHas, KVFlush {
     this.fanout = new FanoutStore([{ name: LOCAL_STORE_NAME, kv: local, primary: true }])
   }
 
-  static async open (local: LocalStore, homeDir: string, configs: StoreConfig[], validate: (key: Uint8Array, value: Uint8Array) => boolean): Promise<StoreSet> {
+  static async open (local: LocalStore, homeDir: string, configs: StoreConfig[], validate: (key: Uint8Array, value: Uint8Array) => boolean, copies: Copies = 'all'): Promise<StoreSet> {
     const set = new StoreSet(local, homeDir, validate)
+    set.copies = copies
     await set.reconfigure(configs)
     return set
   }
@@ -97,6 +100,25 @@ export class StoreSet implements KV, KVHas, KVFlush {
 
   async backlog (): Promise<TargetBacklog[]> { return await this.queue?.backlog() ?? [] }
 
+  /** Objects that some store the policy picked for them still lacks. */
+  async underReplicated (): Promise<number> { return await this.queue?.underReplicated() ?? 0 }
+
+  /** The replication policy for new writes; `requeue()` applies it to what is stored already. */
+  setCopies (copies: Copies): void { this.copies = copies }
+
+  /** Queues every object of the local store for the stores the policy picks for it. */
+  async requeue (options?: KVOptions): Promise<void> {
+    const queue = this.queue
+    if (queue === undefined || this.remotes.length === 0) return
+    const names = this.remotes.map(s => s.config.name)
+    let batch: Array<{ key: Uint8Array, targets: string[] }> = []
+    for await (const key of this.local.keys(options)) {
+      batch.push({ key, targets: replicasFor(key, names, this.copies) })
+      if (batch.length >= 1024) { await queue.enqueueMany(batch); batch = [] }
+    }
+    await queue.enqueueMany(batch)
+  }
+
   async get (key: Uint8Array, options?: KVOptions): Promise<Uint8Array> {
     return await this.fanout.get(key, options)
   }
@@ -107,7 +129,7 @@ export class StoreSet implements KV, KVHas, KVFlush {
 
   async put (key: Uint8Array, value: Uint8Array, options?: KVPutOptions): Promise<void> {
     await this.local.put(key, value, options)
-    if (this.remotes.length > 0) await this.queue?.enqueue(key)
+    if (this.remotes.length > 0) await this.queue?.enqueue(key, replicasFor(key, this.remotes.map(s => s.config.name), this.copies))
   }
 
   async flush (options?: KVOptions): Promise<void> {

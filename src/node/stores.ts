@@ -8,7 +8,14 @@
  * - `s3://bucket/prefix?endpoint=URL&region=R[&create=1]` — any S3-compatible service (path-style
  *   addressing when an endpoint is given); credentials from `<data dir>/s3.json` (0600:
  *   {"accessKeyId", "secretAccessKey"}) or else the standard AWS environment variables.
+ *
+ * And the volume's replication policy (`<home>/store-policy.json`): `copies=N` stores should
+ * hold each object, the local store counting as one (git-annex's numcopies); which of the other
+ * stores hold a given object is decided by rendezvous hashing, so the load spreads and the
+ * choice is stable while the set of stores stays the same. `copies=all` (the default) copies
+ * everything to every store.
  */
+import { createHash } from 'node:crypto'
 import { access, readFile, stat } from 'node:fs/promises'
 import { writeFileAtomic } from '../util/atomic-file.ts'
 import { homedir } from 'node:os'
@@ -78,6 +85,65 @@ export function parseStore (name: string, url: string, now = new Date()): StoreC
   }
   if (scheme === 'sftp' || scheme === 's3') return { name, url, addedAt: now.toISOString() }
   throw new BazilError(ErrorCode.INVALID, `unknown store URL scheme "${scheme}": use a local path, sftp://user@host:port/path or s3://bucket/prefix`)
+}
+
+/** How many stores (the local one included) should hold each object. */
+export type Copies = number | 'all'
+export interface StorePolicy { copies: Copies }
+export const MAX_COPIES = 64
+
+export function policyFile (homeDir: string): string {
+  return join(homeDir, 'store-policy.json')
+}
+
+export async function readPolicy (homeDir: string): Promise<StorePolicy> {
+  let text: string
+  try {
+    text = await readFile(policyFile(homeDir), 'utf8')
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return { copies: 'all' }
+    throw fromSystemError(err, 'reading store-policy.json')
+  }
+  try {
+    const parsed = JSON.parse(text) as { copies?: unknown }
+    return { copies: parseCopies(String(parsed.copies)) }
+  } catch (err) {
+    throw new BazilError(ErrorCode.INVALID, `${policyFile(homeDir)} is damaged: ${(err as Error).message}`)
+  }
+}
+
+export async function writePolicy (homeDir: string, policy: StorePolicy): Promise<void> {
+  try {
+    await writeFileAtomic(policyFile(homeDir), JSON.stringify(policy) + '\n', 0o600)
+  } catch (err) {
+    throw fromSystemError(err, 'writing store-policy.json')
+  }
+}
+
+/** `copies=N`, `N`, `copies=all` or `all` → the setting; INVALID otherwise. */
+export function parseCopies (text: string): Copies {
+  const value = text.replace(/^copies=/, '')
+  if (value === 'all') return 'all'
+  const n = /^[0-9]+$/.test(value) ? Number(value) : NaN
+  if (!Number.isInteger(n) || n < 1 || n > MAX_COPIES) {
+    throw new BazilError(ErrorCode.INVALID, `bad replication policy "${text}": use copies=N (1 to ${MAX_COPIES}, the local store counts as one) or copies=all`)
+  }
+  return n
+}
+
+/**
+ * The stores (of `names`, the local one excluded) that should hold `key` under `copies`:
+ * all of them for 'all' or when there are too few, else the copies − 1 with the highest
+ * rendezvous score (a hash of store name and key).
+ */
+export function replicasFor (key: Uint8Array, names: string[], copies: Copies): string[] {
+  if (copies === 'all' || copies - 1 >= names.length) return names
+  if (copies <= 1) return []
+  const score = (name: string): string => createHash('sha256').update(name).update(key).digest('hex')
+  return names.map(name => ({ name, score: score(name) }))
+    .sort((a, b) => a.score < b.score ? 1 : a.score > b.score ? -1 : 0)
+    .slice(0, copies - 1)
+    .map(r => r.name)
 }
 
 export interface OpenStoreOptions {

@@ -1,0 +1,100 @@
+/**
+ * The replication policy end to end through the CLI and the mount, with three local-directory
+ * stores: `bazil store policy copies=3` queues what is stored already, each object ends up in
+ * exactly two of the three other stores (the local store counts as one), a store that cannot
+ * take its share leaves objects under-replicated in `status` and `store list` until it can, and
+ * new writes follow the policy too.
+ */
+import { randomBytes } from 'node:crypto'
+import { mkdir, readdir, rm, writeFile } from 'node:fs/promises'
+import { join } from 'node:path'
+import { describe, expect, it } from 'vitest'
+import { requireFuse, startBazil, testTarget } from '../helpers/mount.ts'
+import type { BazilMount, RunResult } from '../helpers/mount.ts'
+import { tmpDir } from '../helpers/tmp.ts'
+import type { PolicyReport, StatusReport } from '../../src/node/api.ts'
+
+const kind = testTarget()
+
+async function json<T> (result: RunResult): Promise<T> {
+  expect(result.code, result.stderr).toBe(0)
+  return JSON.parse(result.stdout) as T
+}
+
+async function status (node: BazilMount): Promise<StatusReport> {
+  return await json<StatusReport>(await node.run(['status', '--json']))
+}
+
+/** Polls until `done` holds; the test's own timeout is the only deadline. */
+async function until (done: () => Promise<boolean>): Promise<void> {
+  while (!await done()) await new Promise(resolve => setTimeout(resolve, 100))
+}
+
+/** The object names (hex ids) a local-directory store holds. */
+async function objectsIn (storeDir: string): Promise<Set<string>> {
+  const out = new Set<string>()
+  for (const shard of await readdir(join(storeDir, 'objects'))) {
+    for (const name of await readdir(join(storeDir, 'objects', shard))) if (/^[0-9a-f]+$/.test(name)) out.add(shard + name)
+  }
+  return out
+}
+
+/** How many of `stores` hold each object of the local store. */
+async function copiesOf (node: BazilMount, stores: string[]): Promise<Map<string, number>> {
+  const held = await Promise.all(stores.map(objectsIn))
+  return new Map([...await objectsIn(join(node.home, 'store'))].map(id => [id, held.filter(s => s.has(id)).length]))
+}
+
+describe.runIf(kind === 'bazil' && requireFuse('bazil'))('the replication policy', () => {
+  it('copies=3 keeps each object in the local store and two others, and reports what is short', async () => {
+    const node = await startBazil()
+    await writeFile(join(node.mount, 'before.bin'), randomBytes(6 * 1024 * 1024))
+    const dirs = await Promise.all(['a', 'b', 'c'].map(async name => await tmpDir(`bazil-store-${name}-`)))
+    for (const [i, name] of ['a', 'b', 'c'].entries()) {
+      const added = await node.run(['store', 'add', name, dirs[i] as string])
+      expect(added.code, added.stderr).toBe(0)
+    }
+    expect((await json<PolicyReport>(await node.run(['store', 'policy', '--json']))).copies).toBe('all')
+    expect((await node.run(['store', 'policy', 'copies=0'])).code).not.toBe(0)
+    expect((await node.run(['store', 'policy', 'copies=two'])).code).not.toBe(0)
+
+    // Store c cannot take anything: its objects dir is a file.
+    const broken = dirs[2] as string
+    await rm(join(broken, 'objects'), { recursive: true })
+    await writeFile(join(broken, 'objects'), 'not a directory')
+
+    const set = await json<PolicyReport>(await node.run(['store', 'policy', 'copies=3', '--json']))
+    expect(set.copies).toBe(3)
+    expect(set.stores).toBe(4)
+    // a and b take their share; what was picked for c stays under-replicated.
+    await until(async () => {
+      const s = await status(node)
+      return s.replication.filter(r => r.store !== 'c').every(r => r.pending === 0) &&
+        s.replication.find(r => r.store === 'c')?.lastError !== undefined
+    })
+    const short = await status(node)
+    expect(short.copies).toBe(3)
+    expect(short.underReplicated).toBeGreaterThan(0)
+    expect(short.underReplicated).toBe(short.replication.find(r => r.store === 'c')?.pending)
+    expect((await node.run(['store', 'list'])).stdout).toMatch(/copies=3.*under-replicated/)
+
+    await rm(join(broken, 'objects'))
+    await mkdir(join(broken, 'objects'))
+    await until(async () => (await status(node)).underReplicated === 0)
+    const counts = await copiesOf(node, dirs)
+    expect(counts.size).toBeGreaterThan(0)
+    expect([...new Set(counts.values())]).toEqual([2])
+
+    // New writes follow the policy, and the policy survives a restart.
+    await node.stop()
+    await node.restart()
+    await writeFile(join(node.mount, 'after.bin'), randomBytes(3 * 1024 * 1024))
+    // (The new chunks reach the local store, and so the queue, a moment after the write returns.)
+    await until(async () => {
+      const after = await copiesOf(node, dirs)
+      return after.size > counts.size && [...after.values()].every(n => n === 2) && (await status(node)).underReplicated === 0
+    })
+    const report = await json<PolicyReport>(await node.run(['store', 'policy', '--json']))
+    expect(report).toEqual({ copies: 3, stores: 4, underReplicated: 0 })
+  }, 180_000)
+})
