@@ -13,6 +13,8 @@ import { requireFuse, startBazil, testTarget } from '../helpers/mount.ts'
 import type { BazilMount, RunResult } from '../helpers/mount.ts'
 import { tmpDir } from '../helpers/tmp.ts'
 import type { PolicyReport, StatusReport } from '../../src/node/api.ts'
+import { parseCopies, replicasFor } from '../../src/node/stores.ts'
+import { isBazilError } from '../../src/errors.ts'
 
 const kind = testTarget()
 
@@ -97,4 +99,50 @@ describe.runIf(kind === 'bazil' && requireFuse('bazil'))('the replication policy
     const report = await json<PolicyReport>(await node.run(['store', 'policy', '--json']))
     expect(report).toEqual({ copies: 3, stores: 4, underReplicated: 0 })
   }, 180_000)
+})
+
+describe('replicasFor and parseCopies', () => {
+  const names = ['a', 'b', 'c', 'd']
+  const keys = Array.from({ length: 400 }, (_, i) => new Uint8Array(32).fill(i % 256).map((v, j) => j === 0 ? i >> 8 : v))
+
+  it('picks copies − 1 other stores per key, the same ones every time, spread over all', () => {
+    const load = new Map(names.map(n => [n, 0]))
+    for (const key of keys) {
+      const picked = replicasFor(key, names, 3)
+      expect(picked).toHaveLength(2)
+      expect(new Set(picked).size).toBe(2)
+      expect(replicasFor(key, names, 3)).toEqual(picked)
+      for (const n of picked) load.set(n, (load.get(n) ?? 0) + 1)
+    }
+    // 800 picks over 4 stores: each gets a share (200 expected), none is starved or takes all.
+    for (const n of names) expect(load.get(n)).toBeGreaterThan(100)
+  })
+
+  it('moves only the keys of a removed store (rendezvous hashing)', () => {
+    let moved = 0
+    for (const key of keys) {
+      const before = replicasFor(key, names, 2)
+      const after = replicasFor(key, names.filter(n => n !== 'd'), 2)
+      if (!before.includes('d')) expect(after).toEqual(before)
+      else moved++
+    }
+    expect(moved).toBeGreaterThan(0)
+  })
+
+  it('copies=all and too few stores mean every store; copies=1 means the local one only', () => {
+    expect(replicasFor(keys[0] as Uint8Array, names, 'all')).toEqual(names)
+    expect(replicasFor(keys[0] as Uint8Array, names, 9)).toEqual(names)
+    expect(replicasFor(keys[0] as Uint8Array, names, 1)).toEqual([])
+  })
+
+  it('parses copies=N, N and all, and refuses anything else with INVALID', () => {
+    expect(parseCopies('copies=2')).toBe(2)
+    expect(parseCopies('3')).toBe(3)
+    expect(parseCopies('copies=all')).toBe('all')
+    for (const bad of ['copies=0', 'copies=-1', 'copies=1.5', 'two', 'copies=', 'copies=65']) {
+      let error: unknown
+      try { parseCopies(bad) } catch (err) { error = err }
+      expect(isBazilError(error, 'INVALID'), bad).toBe(true)
+    }
+  })
 })
