@@ -1,14 +1,30 @@
 /**
  * The volume's metadata in level: entries (inodes with stable ids) and directory entries.
  * Keys: `e:<ino>` → Entry JSON; `d:<parent ino>:<name>` → child ino; `m:nextIno` → number.
- * The whole namespace is also held in memory (loaded on open) so lookups never wait on disk;
- * every change is written through in one level batch before the operation returns, and with
- * `sync` when the caller needs it durable (fsync).
+ * The whole namespace is also held in memory (loaded on open) so lookups never wait on disk.
+ * Every change is appended to the write-ahead log (meta-log.ts) before the operation returns,
+ * which makes it safe from a crash of the daemon; level batches follow behind, each taking
+ * every change that queued while the previous one was written. A `sync` commit (fsync) writes
+ * everything queued in one level batch with `sync: true` before it returns.
  */
 import { randomBytes } from 'node:crypto'
+import { join } from 'node:path'
 import { Level } from 'level'
 import { BazilError, ErrorCode, fromSystemError } from '../errors.ts'
 import type { ContentRef } from '../cas/manifest.ts'
+import { logger } from '../util/log.ts'
+import { MetaLog } from './meta-log.ts'
+import type { BatchOp } from './meta-log.ts'
+
+const log = logger('bazil:meta')
+/** The log file inside the level dir (leveldb leaves names it does not know alone). */
+const LOG_NAME = 'BAZIL-WAL'
+/** Past this many bytes, a commit waits for level to catch up and empties the log. */
+const LOG_LIMIT = 8 * 1024 * 1024
+/** The log is emptied once level has caught up and it holds more than this. */
+const LOG_CLEAR = 1024 * 1024
+/** How long a change waits in the log for others to share its level batch. */
+const WRITE_BEHIND_MS = 20
 
 export const ROOT_INO = 1
 export const S_IFMT = 0o170000
@@ -38,8 +54,6 @@ export interface Entry {
 export function isDir (e: Entry): boolean { return (e.mode & S_IFMT) === S_IFDIR }
 export function isFile (e: Entry): boolean { return (e.mode & S_IFMT) === S_IFREG }
 export function isSymlink (e: Entry): boolean { return (e.mode & S_IFMT) === S_IFLNK }
-
-type BatchOp = { type: 'put', key: string, value: string } | { type: 'del', key: string }
 
 /** A set of changes applied to memory at once and written to level in one batch. */
 export class Change {
@@ -72,8 +86,16 @@ export class MetaStore {
   readonly entries = new Map<number, Entry>()
   readonly children = new Map<number, Map<string, number>>()
   private nextIno = ROOT_INO + 1
+  /** Changes in the log and not yet in level, in order. */
+  private pending: BatchOp[] = []
+  /** The level batches, one at a time. */
+  private writes: Promise<void> = Promise.resolve()
+  private writingBehind = false
+  /** Why the last batch written behind failed; the next commit retries it and reports. */
+  private failure: unknown
+  private closed = false
 
-  private constructor (private readonly db: Level<string, string>) {}
+  private constructor (private readonly db: Level<string, string>, private readonly log: MetaLog) {}
 
   static async open (dir: string, owner: { uid: number, gid: number }): Promise<MetaStore> {
     const db = new Level<string, string>(dir, { valueEncoding: 'utf8' })
@@ -82,7 +104,20 @@ export class MetaStore {
     } catch (err) {
       throw fromSystemError((err as { cause?: unknown }).cause ?? err, `opening the metadata database in ${dir}`)
     }
-    const meta = new MetaStore(db)
+    let opened: { log: MetaLog, records: BatchOp[][] }
+    try {
+      opened = MetaLog.open(join(dir, LOG_NAME))
+      // Changes a crash left in the log only: into level, durably, before the log is emptied.
+      if (opened.records.length > 0) {
+        await db.batch(opened.records.flat(), { sync: true })
+        log('replayed %d changes from the log', opened.records.length)
+      }
+      opened.log.clear()
+    } catch (err) {
+      await db.close()
+      throw fromSystemError((err as { cause?: unknown }).cause ?? err, `replaying the metadata log in ${dir}`)
+    }
+    const meta = new MetaStore(db, opened.log)
     await meta.load(owner)
     return meta
   }
@@ -113,14 +148,63 @@ export class MetaStore {
 
   change (): Change { return new Change(this) }
 
+  /**
+   * Records a change (already applied in memory): in the log at once, in level soon after, or
+   * durably in level before returning with `sync`.
+   */
   async commit (change: Change, options: { sync?: boolean } = {}): Promise<void> {
     if (change.ops.length === 0 && options.sync !== true) return
-    const ops = change.ops.length > 0 ? change.ops : [{ type: 'put' as const, key: 'm:nextIno', value: String(this.nextIno) }]
-    try {
-      await this.db.batch(ops, { sync: options.sync === true })
-    } catch (err) {
-      throw fromSystemError((err as { cause?: unknown }).cause ?? err, 'writing metadata')
+    if (this.failure !== undefined) {
+      this.failure = undefined
+      await this.writeBatch(false) // throws again if level still fails
     }
+    if (change.ops.length > 0) {
+      if (this.log.size > LOG_LIMIT) await this.writeBatch(false)
+      this.log.append(change.ops)
+      for (const op of change.ops) this.pending.push(op)
+    }
+    if (options.sync === true) await this.writeBatch(true)
+    else this.writeBehind()
+  }
+
+  /**
+   * Starts writing pending changes to level soon, unless that is under way. The short delay
+   * lets a burst of changes share a batch (and lastPerKey fold them).
+   */
+  private writeBehind (): void {
+    if (this.writingBehind) return
+    this.writingBehind = true
+    void (async () => {
+      try {
+        await new Promise(resolve => setTimeout(resolve, WRITE_BEHIND_MS))
+        while (this.pending.length > 0 && this.failure === undefined && !this.closed) await this.writeBatch(false)
+      } catch (err) {
+        this.failure = err
+        log.error('writing metadata behind the log failed (the next change retries): %O', err)
+      } finally {
+        this.writingBehind = false
+      }
+    })()
+  }
+
+  /** Writes every pending change in one level batch (after the batch running now, if any). */
+  private async writeBatch (sync: boolean): Promise<void> {
+    const run = this.writes.then(async () => {
+      const ops = this.pending
+      this.pending = []
+      if (ops.length === 0 && !sync) return
+      try {
+        await this.db.batch(ops.length > 0 ? lastPerKey(ops) : [{ type: 'put', key: 'm:nextIno', value: String(this.nextIno) }], { sync })
+      } catch (err) {
+        this.pending = ops.concat(this.pending)
+        throw fromSystemError((err as { cause?: unknown }).cause ?? err, 'writing metadata')
+      }
+      // Everything in the log is now in level too (emptied now and then: each truncate costs a
+      // journal transaction).
+      if (this.pending.length === 0 && (sync || this.log.size > LOG_CLEAR)) this.log.clear()
+    })
+    this.writes = run.catch(() => {})
+    await run
   }
 
   allocIno (change: Change): number {
@@ -145,6 +229,26 @@ export class MetaStore {
   }
 
   async close (): Promise<void> {
-    await this.db.close()
+    this.closed = true
+    try {
+      await this.writeBatch(true)
+    } finally {
+      this.log.close()
+      await this.db.close()
+    }
   }
+}
+
+/**
+ * The ops of a batch with only the last one per key: a batch is applied atomically, so that is
+ * the same result, and an untar changes each new entry four or five times in a row (create,
+ * chown, chmod, utimens, the commit at close), each op costing level's encoding on this thread.
+ */
+function lastPerKey (ops: BatchOp[]): BatchOp[] {
+  const last = new Map<string, BatchOp>()
+  for (const op of ops) {
+    last.delete(op.key)
+    last.set(op.key, op)
+  }
+  return last.size === ops.length ? ops : [...last.values()]
 }

@@ -15,8 +15,16 @@
  * committed: puts whose rename lands while a sync of their dir is running share the next one.
  * `fsync: false` skips both syncs (atomic, not durable across a power cut).
  *
+ * Small puts that need no sync before they resolve (lazy, or `fsync: false`) and `has` run
+ * synchronously on the calling thread: each is a few page-cache syscalls of microseconds, while
+ * a hop through libuv's thread pool costs 100–300 µs per call on a busy 2-core machine, and a
+ * small file's close waits on five of them in a row (DECISIONS.md, "Small files"). Creating a
+ * file is the slow one of those syscalls on ext4 here (50–500 µs), so a few empty temp files
+ * are created ahead on the thread pool (`dir/tmp/spare.<pid>.<n>`, open) for them to fill.
+ *
  * Keys are 2–127 bytes (chunk ids are 32), so a file name stays under 255 bytes.
  */
+import { close as closeCallback, closeSync, fdatasync as fdatasyncCallback, fsync as fsyncCallback, open as openCallback, openSync, renameSync, rmSync, statSync, unlinkSync, writeSync } from 'node:fs'
 import { mkdir, open, readdir, readFile, rename, rm, stat, unlink } from 'node:fs/promises'
 import { join } from 'node:path'
 import { BazilError, ErrorCode, fromSystemError, throwIfAborted } from '../errors.ts'
@@ -36,6 +44,10 @@ export interface LocalStoreOptions {
 }
 
 const MIN_KEY_BYTES = 2
+/** Values up to this size are written synchronously when no sync is needed before resolving. */
+const SYNC_PUT_MAX = 128 * 1024
+/** Empty temp files kept created and open for synchronous puts. */
+const SPARE_TEMPS = 32
 const MAX_KEY_BYTES = 127
 
 export class LocalStore implements FullKV, KVFlush {
@@ -51,11 +63,16 @@ export class LocalStore implements FullKV, KVFlush {
   readonly #inflight = new Map<string, Promise<void>>()
   /** Shard dirs known to exist (and be durable) or being made, by name. */
   readonly #shardReady = new Map<string, Promise<void>>()
+  /** Shard dirs whose creation has finished (a synchronous put may rename into them). */
+  readonly #shardDone = new Set<string>()
   /** Lazy puts whose object is renamed into place but not yet fsynced. */
   readonly #durability = new Set<Promise<void>>()
   #objectCount = 0
   #byteCount = 0
   #tmpSeq = 0
+  /** Created, open, empty temp files for synchronous puts (see the module comment). */
+  readonly #spares: Array<{ fd: number, path: string }> = []
+  #refilling = false
   #closed = false
 
   readonly #emptyIsTorn: boolean
@@ -82,6 +99,15 @@ export class LocalStore implements FullKV, KVFlush {
   async close (): Promise<void> {
     this.#closed = true
     while (this.#pending.size > 0) await Promise.allSettled([...this.#pending])
+    this.#lazySync.close()
+    for (const spare of this.#spares.splice(0)) {
+      try {
+        closeSync(spare.fd)
+        unlinkSync(spare.path)
+      } catch (err) {
+        log.error('removing %s: %O', spare.path, err)
+      }
+    }
   }
 
   async get (key: Uint8Array, options?: KVOptions): Promise<Uint8Array> {
@@ -118,15 +144,12 @@ export class LocalStore implements FullKV, KVFlush {
 
   async has (key: Uint8Array, options?: KVOptions): Promise<boolean> {
     const hex = this.#enter(key, options)
-    return await this.#track((async () => {
-      try {
-        await stat(this.#objectPath(hex))
-        return true
-      } catch (err) {
-        if ((err as NodeJS.ErrnoException).code === 'ENOENT') return false
-        throw toKVError(err, `has ${hex}`)
-      }
-    })())
+    try {
+      // Synchronous: a stat of a cached dentry (see the module comment).
+      return statSync(this.#objectPath(hex), { throwIfNoEntry: false }) !== undefined
+    } catch (err) {
+      throw toKVError(err, `has ${hex}`)
+    }
   }
 
   async delete (key: Uint8Array, options?: KVOptions): Promise<void> {
@@ -172,6 +195,14 @@ export class LocalStore implements FullKV, KVFlush {
 
   async #put (hex: string, value: Uint8Array, signal: AbortSignal | undefined, lazy: boolean): Promise<void> {
     const path = this.#objectPath(hex)
+    if ((lazy || !this.#fsync) && value.byteLength <= SYNC_PUT_MAX) {
+      if (!this.#shardDone.has(hex.slice(0, 2))) await this.#shard(hex)
+      throwIfAborted(signal)
+      const stored = this.#putSync(hex, path, value, lazy && this.#fsync && this.#lazySync.canTakeFd)
+      if (stored === false) return
+      this.#stored(hex, path, value.byteLength, lazy, stored ?? undefined)
+      return
+    }
     try {
       await stat(path)
       return // already stored: content addressing makes the value the same
@@ -195,25 +226,85 @@ export class LocalStore implements FullKV, KVFlush {
       await rm(temp, { force: true }).catch((rmErr: unknown) => { log.error('removing %s: %O', temp, rmErr) })
       throw toKVError(err, `put ${hex}`)
     }
-    this.#objectCount++
-    this.#byteCount += value.byteLength
-    if (this.#fsync && lazy) {
-      // Visible now; durable shortly. A power cut before this lands can leave the object
-      // empty (ext4 orders data before the size in its journal): open() removes empty objects.
-      const durable = this.#track(this.#lazySync.add(path, this.#shardDir(hex)))
-      this.#durability.add(durable)
-      void durable.then(() => { this.#durability.delete(durable) }, (err: unknown) => {
-        this.#durability.delete(durable)
-        log.error('making %s durable: %O', hex, err)
-      })
-      return
-    }
-    if (this.#fsync) {
+    this.#stored(hex, path, value.byteLength, lazy)
+    if (this.#fsync && !lazy) {
       try {
         await this.#dirSync.sync(this.#shardDir(hex))
       } catch (err) {
         throw toKVError(err, `put ${hex}: sync dir`)
       }
+    }
+  }
+
+  /**
+   * The synchronous form of a put (temp file, rename) for a small value whose shard dir exists.
+   * Returns false if the object was already there, else its still open fd if `keepFd` (for the
+   * lazy sync to fdatasync without opening it again) or null.
+   */
+  #putSync (hex: string, path: string, value: Uint8Array, keepFd: boolean): number | null | false {
+    try {
+      if (statSync(path, { throwIfNoEntry: false }) !== undefined) return false
+    } catch (err) {
+      throw toKVError(err, `put ${hex}`)
+    }
+    const spare = this.#spares.pop()
+    this.#refillSpares()
+    const temp = spare?.path ?? join(this.#tmp, `${hex}.${process.pid}.${this.#tmpSeq++}`)
+    let fd: number | undefined = spare?.fd
+    try {
+      fd ??= openSync(temp, 'wx', 0o600)
+      let done = 0
+      while (done < value.byteLength) done += writeSync(fd, value, done, value.byteLength - done)
+      renameSync(temp, path) // the commit point
+    } catch (err) {
+      if (fd !== undefined) closeSync(fd)
+      try { rmSync(temp, { force: true }) } catch (rmErr) { log.error('removing %s: %O', temp, rmErr) }
+      throw toKVError(err, `put ${hex}`)
+    }
+    if (keepFd) return fd
+    closeSync(fd)
+    return null
+  }
+
+  /** Creates spare temp files in the background until there are enough. */
+  #refillSpares (): void {
+    if (this.#refilling || this.#closed || this.#spares.length >= SPARE_TEMPS / 2) return
+    this.#refilling = true
+    void this.#track((async () => {
+      try {
+        while (!this.#closed && this.#spares.length < SPARE_TEMPS) {
+          const path = join(this.#tmp, `spare.${process.pid}.${this.#tmpSeq++}`)
+          const fd = await new Promise<number>((resolve, reject) => {
+            openCallback(path, 'wx', 0o600, (err, fd) => { if (err === null) resolve(fd); else reject(err) })
+          })
+          if (this.#closed) {
+            closeSync(fd)
+            unlinkSync(path)
+            break
+          }
+          this.#spares.push({ fd, path })
+        }
+      } catch (err) {
+        log('creating spare temp files stopped: %s', (err as Error).message)
+      } finally {
+        this.#refilling = false
+      }
+    })())
+  }
+
+  /** Counts a new object; a lazy one is queued to become durable. */
+  #stored (hex: string, path: string, bytes: number, lazy: boolean, fd?: number): void {
+    this.#objectCount++
+    this.#byteCount += bytes
+    if (this.#fsync && lazy) {
+      // Visible now; durable shortly. A power cut before this lands can leave the object
+      // empty (ext4 orders data before the size in its journal): open() removes empty objects.
+      const durable = this.#track(this.#lazySync.add(path, this.#shardDir(hex), fd))
+      this.#durability.add(durable)
+      void durable.then(() => { this.#durability.delete(durable) }, (err: unknown) => {
+        this.#durability.delete(durable)
+        log.error('making %s durable: %O', hex, err)
+      })
     }
   }
 
@@ -227,6 +318,7 @@ export class LocalStore implements FullKV, KVFlush {
     }
     for (const shard of await this.#shards()) {
       this.#shardReady.set(shard, Promise.resolve())
+      this.#shardDone.add(shard)
       const names = (await readdir(join(this.#objects, shard))).filter(isObjectName)
       const sizes = await Promise.all(names.map(async name => {
         const path = join(this.#objects, shard, name)
@@ -272,6 +364,7 @@ export class LocalStore implements FullKV, KVFlush {
       ready = this.#track((async () => {
         await mkdir(join(this.#objects, name), { recursive: true, mode: 0o700 })
         if (this.#fsync) await this.#dirSync.sync(this.#objects)
+        this.#shardDone.add(name)
       })())
       this.#shardReady.set(name, ready)
       void ready.catch(() => { this.#shardReady.delete(name) }) // let the next put try again
@@ -340,17 +433,30 @@ class GroupDirSync {
 /**
  * Makes lazily put objects durable in the background: fdatasync of each file, then one fsync
  * per shard dir, a batch at a time and only two syncs at once, so that the fsyncs never fill
- * libuv's thread pool and stall the reads and writes a FUSE request is waiting for.
+ * libuv's thread pool and stall the reads and writes a FUSE request is waiting for. A put may
+ * hand over its file still open (fewer calls on the main thread); shard dirs stay open.
  */
 class LazySync {
-  #queue: Array<{ path: string, dir: string, resolve: () => void, reject: (err: unknown) => void }> = []
+  #queue: Array<{ path: string, dir: string, fd: number | undefined, resolve: () => void, reject: (err: unknown) => void }> = []
   #running = false
+  /** Open shard dirs, for their fsyncs. */
+  readonly #dirFds = new Map<string, Promise<number>>()
 
-  async add (path: string, dir: string): Promise<void> {
+  /** False when enough handed-over fds are waiting already (bounds open files). */
+  get canTakeFd (): boolean { return this.#queue.length < 256 }
+
+  /** Queues `path` (and its dir); `fd`, if given, is its open file, closed once synced. */
+  async add (path: string, dir: string, fd?: number): Promise<void> {
     await new Promise<void>((resolve, reject) => {
-      this.#queue.push({ path, dir, resolve, reject })
+      this.#queue.push({ path, dir, fd, resolve, reject })
       if (!this.#running) void this.#run()
     })
+  }
+
+  /** Closes the shard dirs (call once nothing is queued). */
+  close (): void {
+    for (const fd of this.#dirFds.values()) void fd.then(async fd => { await fsCall(closeCallback, fd) }).catch(() => {})
+    this.#dirFds.clear()
   }
 
   async #run (): Promise<void> {
@@ -360,7 +466,7 @@ class LazySync {
       const failed = new Map<string, unknown>()
       await inParallel(batch, 2, async item => {
         try {
-          await fsyncFile(item.path)
+          await syncFile(item.path, item.fd)
         } catch (err) {
           failed.set(item.path, err)
         }
@@ -368,7 +474,7 @@ class LazySync {
       const dirs = [...new Set(batch.map(item => item.dir))]
       const failedDirs = new Map<string, unknown>()
       await inParallel(dirs, 2, async dir => {
-        try { await fsyncDir(dir) } catch (err) { failedDirs.set(dir, err) }
+        try { await this.#syncDir(dir) } catch (err) { failedDirs.set(dir, err) }
       })
       for (const item of batch) {
         const err = failed.get(item.path) ?? failedDirs.get(item.dir)
@@ -378,6 +484,39 @@ class LazySync {
     }
     this.#running = false
   }
+
+  async #syncDir (dir: string): Promise<void> {
+    let fd = this.#dirFds.get(dir)
+    if (fd === undefined) {
+      fd = fsCall<number>(openCallback, dir, 'r')
+      this.#dirFds.set(dir, fd)
+    }
+    try {
+      await fsCall(fsyncCallback, await fd)
+    } catch (err) {
+      // Opened again next time (and closed now, if it was open).
+      this.#dirFds.delete(dir)
+      void fd.then(async fd => { await fsCall(closeCallback, fd) }).catch(() => {})
+      throw err
+    }
+  }
+}
+
+/** fdatasync of an object, through its open fd (then closed) or by path. */
+async function syncFile (path: string, fd: number | undefined): Promise<void> {
+  const open = fd ?? await fsCall<number>(openCallback, path, 'r')
+  try {
+    await fsCall(fdatasyncCallback, open)
+  } finally {
+    await fsCall(closeCallback, open)
+  }
+}
+
+/** A node:fs callback call as a promise (raw fds: cheaper here than FileHandle objects). */
+async function fsCall<T = void> (fn: (...args: any[]) => void, ...args: unknown[]): Promise<T> {
+  return await new Promise<T>((resolve, reject) => {
+    fn(...args, (err: NodeJS.ErrnoException | null, value: T) => { if (err === null) resolve(value); else reject(err) })
+  })
 }
 
 async function inParallel<T> (items: T[], limit: number, fn: (item: T) => Promise<void>): Promise<void> {
@@ -385,15 +524,6 @@ async function inParallel<T> (items: T[], limit: number, fn: (item: T) => Promis
   await Promise.all(Array.from({ length: Math.min(limit, items.length) }, async () => {
     while (next < items.length) await fn(items[next++] as T)
   }))
-}
-
-async function fsyncFile (path: string): Promise<void> {
-  const handle = await open(path, 'r')
-  try {
-    await handle.datasync()
-  } finally {
-    await handle.close()
-  }
 }
 
 async function fsyncDir (dir: string): Promise<void> {
