@@ -1,8 +1,10 @@
 /**
  * Types for fuse-native 2.2.6 as patched by `scripts/patches/fuse-native+2.2.6.patch` (utimens
  * gets 'now'/'omit', create gets the open flags, fgetattr gets the handle; handle-based ops may
- * get a null path for a removed node, which only happens with `-o hard_remove`). Only what
- * `src/fs/fuse.ts` uses is declared.
+ * get a null path for a removed node, which only happens with `-o hard_remove`; chown, chmod,
+ * utimens, mkdir and create may answer with the entry's new stat, which answers the getattr
+ * libfuse sends right after them without another round trip). Only what `src/fs/fuse.ts` uses
+ * is declared.
  *
  * Callback conventions: `err` is 0 or a negative errno; read/write answer with the byte count
  * (or a negative errno) as their only argument; handles are int32 > 0.
@@ -41,6 +43,8 @@ declare module 'fuse-native' {
     }
 
     type Done = (err: number) => void
+    /** Done, optionally with the stat after the change (see the module comment). */
+    type DoneWithStat = (err: number, stat?: Stat) => void
     type Count = (result: number) => void
     type Time = number | 'now' | 'omit'
 
@@ -56,10 +60,10 @@ declare module 'fuse-native' {
       readdir?: (path: string | null, cb: (err: number, names?: string[], stats?: Stat[]) => void) => void
       truncate?: (path: string, size: number, cb: Done) => void
       ftruncate?: (path: string | null, fd: number, size: number, cb: Done) => void
-      utimens?: (path: string, atime: Time, mtime: Time, cb: Done) => void
+      utimens?: (path: string, atime: Time, mtime: Time, cb: DoneWithStat) => void
       readlink?: (path: string, cb: (err: number, target?: string) => void) => void
-      chown?: (path: string, uid: number, gid: number, cb: Done) => void
-      chmod?: (path: string, mode: number, cb: Done) => void
+      chown?: (path: string, uid: number, gid: number, cb: DoneWithStat) => void
+      chmod?: (path: string, mode: number, cb: DoneWithStat) => void
       mknod?: (path: string, mode: number, dev: number, cb: Done) => void
       setxattr?: (path: string, name: string, value: Buffer, position: number, flags: number, cb: Done) => void
       getxattr?: (path: string, name: string, position: number, cb: (err: number, value?: Buffer) => void) => void
@@ -73,12 +77,12 @@ declare module 'fuse-native' {
       write?: (path: string | null, fd: number, buffer: Buffer, length: number, position: number, cb: Count) => void
       release?: (path: string | null, fd: number, cb: Done) => void
       releasedir?: (path: string | null, fd: number, cb: Done) => void
-      create?: (path: string, mode: number, flags: number, cb: (err: number, fd?: number) => void) => void
+      create?: (path: string, mode: number, flags: number, cb: (err: number, fd?: number, stat?: Stat) => void) => void
       unlink?: (path: string, cb: Done) => void
       rename?: (from: string, to: string, cb: Done) => void
       link?: (existing: string, newPath: string, cb: Done) => void
       symlink?: (target: string, path: string, cb: Done) => void
-      mkdir?: (path: string, mode: number, cb: Done) => void
+      mkdir?: (path: string, mode: number, cb: DoneWithStat) => void
       rmdir?: (path: string, cb: Done) => void
     }
 
@@ -103,6 +107,11 @@ declare module 'fuse-native' {
     static unmount (mnt: string, cb: (err?: Error | null) => void): void
     /** 0 when the unpatched prebuilt binary was loaded. */
     static readonly BAZIL_PATCH_LEVEL: number
+    /**
+     * While on, getxattr of `security.capability` (asked before every write) answers ENODATA
+     * in C without a round trip: turn it on only while no entry has that attribute.
+     */
+    static bazilNoCapability (on: boolean): void
   }
 
   export = Fuse

@@ -10,6 +10,12 @@
  * the handle; `mountVolume` refuses an unpatched binary. An unlinked open file stays readable
  * and fstat-able without leaving anything in the volume: see `OpenFiles`.
  *
+ * Round trips: each request costs a hop from a libfuse thread to the JS main thread and back
+ * (~100 µs on a busy 2-core machine), so the patch answers two kinds of request in C: the
+ * getattr libfuse sends right after chown/chmod/utimens/mkdir/create (from the stat those
+ * answered with), and getxattr of security.capability (asked before every write) while no
+ * entry has it. See DECISIONS.md, "Small files".
+ *
  * Buffers given to `read`/`write`/`setxattr` are libfuse's memory: `write` must consume its
  * buffer before its promise settles (fuse-native detaches it right after); setxattr values are
  * copied here.
@@ -136,7 +142,8 @@ export async function mountVolume (volume: VolumeOps, dir: string, options: Moun
   const present = await readdir(mountpoint).catch(err => { throw fromSystemError(err, `mount point ${mountpoint}`) })
   if (present.length > 0) throw new BazilError(ErrorCode.NOT_EMPTY, `mount point ${mountpoint} is not empty`)
 
-  const fuse = new BazilFuse(mountpoint, volumeOperations(volume), [
+  const capability = capabilityFastPath(BazilFuse, volume)
+  const fuse = new BazilFuse(mountpoint, volumeOperations(volume, capability), [
     ...(options.debug === true ? ['debug'] : []),
     `fsname=${fsname}`,
     'subtype=bazil',
@@ -147,7 +154,7 @@ export async function mountVolume (volume: VolumeOps, dir: string, options: Moun
       if (err instanceof Error) reject(fromSystemError(err, `mount ${mountpoint}`))
       else resolve()
     })
-  })
+  }).catch((err: unknown) => { capability.release(); throw err })
   log('mounted %s', mountpoint)
 
   let unmounting: Promise<void> | undefined
@@ -159,6 +166,7 @@ export async function mountVolume (volume: VolumeOps, dir: string, options: Moun
           reject(fromSystemError(err, `unmount ${mountpoint}`))
         } else {
           log('unmounted %s', mountpoint)
+          capability.release()
           resolve()
         }
       })
@@ -219,7 +227,34 @@ function unescapeMountField (field: string): string {
   return field.replace(/\\([0-7]{3})/g, (_, octal: string) => String.fromCharCode(parseInt(octal, 8)))
 }
 
-type BazilFuseClass = new (mountpoint: string, ops: Fuse.Operations, libfuseOptions: string[]) => Fuse
+type BazilFuseClass = (new (mountpoint: string, ops: Fuse.Operations, libfuseOptions: string[]) => Fuse) & Pick<typeof Fuse, 'bazilNoCapability'>
+
+const CAPABILITY = 'security.capability'
+
+/**
+ * Whether each live mount of this process must be asked for security.capability. The patched
+ * binary's switch is one per process, so it is on only while no mount needs asking.
+ */
+const capabilityAsked = new Map<symbol, boolean>()
+
+interface CapabilityFastPath {
+  /** Call before an entry may get the attribute: from then on the volume is asked. */
+  needed: () => void
+  release: () => void
+}
+
+function capabilityFastPath (BazilFuse: BazilFuseClass, volume: VolumeOps): CapabilityFastPath {
+  const token = Symbol('mount')
+  const update = (): void => {
+    BazilFuse.bazilNoCapability(capabilityAsked.size > 0 && ![...capabilityAsked.values()].includes(true))
+  }
+  capabilityAsked.set(token, volume.hasXattr?.(CAPABILITY) ?? true)
+  update()
+  return {
+    needed: () => { capabilityAsked.set(token, true); update() },
+    release: () => { capabilityAsked.delete(token); update() }
+  }
+}
 let loading: Promise<BazilFuseClass> | undefined
 
 /**
@@ -228,7 +263,7 @@ let loading: Promise<BazilFuseClass> | undefined
  */
 async function loadFuse (): Promise<BazilFuseClass> {
   loading ??= import('fuse-native').then(({ default: Fuse }) => {
-    if (Fuse.BAZIL_PATCH_LEVEL < 2) {
+    if (Fuse.BAZIL_PATCH_LEVEL < 3) {
       throw new BazilError(ErrorCode.UNAVAILABLE,
         'fuse-native is not patched (its prebuilt binary was loaded): run `npm install`, whose postinstall patches and rebuilds it')
     }
@@ -296,16 +331,22 @@ function ok<T extends unknown[]> (...values: T): T {
 }
 
 /** The fuse-native operation table over a volume. */
-function volumeOperations (volume: VolumeOps): Fuse.Operations {
+function volumeOperations (volume: VolumeOps, capability: CapabilityFastPath): Fuse.Operations {
   const files = new OpenFiles()
   /** The name libfuse hid last (see rename). */
   let lastHidden: { path: string, ino: number, seq: number } | undefined
+  const statOf = async (path: string): Promise<Fuse.Stat> => {
+    const fh = files.hiddenHandle(path)
+    return toStat(fh === undefined ? await volume.getattr(path) : hiddenAttr(await volume.fgetattr(path, fh)))
+  }
+  /**
+   * The stat that answers the getattr libfuse sends after a change (undefined: let it ask).
+   * Taken right after the change, so that nothing else can come between.
+   */
+  const statAfter = async (path: string): Promise<Fuse.Stat | undefined> => await statOf(path).catch(() => undefined)
   return {
     getattr: (path, cb) => {
-      answer('getattr', path, cb, async () => {
-        const fh = files.hiddenHandle(path)
-        return ok(toStat(fh === undefined ? await volume.getattr(path) : hiddenAttr(await volume.fgetattr(path, fh))))
-      })
+      answer('getattr', path, cb, async () => ok(await statOf(path)))
     },
     fgetattr: (path, fh, cb) => {
       answer('fgetattr', path, cb, async () => {
@@ -333,7 +374,10 @@ function volumeOperations (volume: VolumeOps): Fuse.Operations {
       })
     },
     create: (path, mode, flags, cb) => {
-      answer('create', path, cb, async () => ok(files.opened(checkHandle(await volume.create(path, mode, flags)), path)))
+      answer('create', path, cb, async () => {
+        const fh = files.opened(checkHandle(await volume.create(path, mode, flags)), path)
+        return ok(fh, toStat(await volume.fgetattr(path, fh)))
+      })
     },
     read: (path, fh, buffer, length, position, cb) => {
       answerCount('read', path, cb, async () => Math.min(await volume.read(fh, buffer, length, position), length))
@@ -356,7 +400,7 @@ function volumeOperations (volume: VolumeOps): Fuse.Operations {
         return ok()
       })
     },
-    mkdir: (path, mode, cb) => { answer('mkdir', path, cb, async () => { await volume.mkdir(path, mode); return ok() }) },
+    mkdir: (path, mode, cb) => { answer('mkdir', path, cb, async () => { await volume.mkdir(path, mode); return ok(await statAfter(path)) }) },
     rmdir: (path, cb) => {
       answer('rmdir', path, cb, async () => {
         // libfuse keeps an unlinked open file under its directory (as `.fuse_hidden…`) and
@@ -410,12 +454,13 @@ function volumeOperations (volume: VolumeOps): Fuse.Operations {
         return ok()
       })
     },
-    chmod: (path, mode, cb) => { answer('chmod', path, cb, async () => { await volume.chmod(path, mode); return ok() }) },
-    chown: (path, uid, gid, cb) => { answer('chown', path, cb, async () => { await volume.chown(path, uid, gid); return ok() }) },
-    utimens: (path, atime, mtime, cb) => { answer('utimens', path, cb, async () => { await volume.utimens(path, atime, mtime); return ok() }) },
+    chmod: (path, mode, cb) => { answer('chmod', path, cb, async () => { await volume.chmod(path, mode); return ok(await statAfter(path)) }) },
+    chown: (path, uid, gid, cb) => { answer('chown', path, cb, async () => { await volume.chown(path, uid, gid); return ok(await statAfter(path)) }) },
+    utimens: (path, atime, mtime, cb) => { answer('utimens', path, cb, async () => { await volume.utimens(path, atime, mtime); return ok(await statAfter(path)) }) },
     setxattr: (path, name, value, _position, flags, cb) => {
       // Copy: `value` is libfuse's memory, detached once we answer.
       const copy = Buffer.from(value)
+      if (name === CAPABILITY) capability.needed()
       answer('setxattr', path, cb, async () => { await volume.setxattr(path, name, copy, flags); return ok() })
     },
     // The kernel asks for security.capability on every write, also to a hidden (unlinked) file.

@@ -72,4 +72,9 @@ export interface VolumeOps {
   listxattr: (path: string) => Promise<string[]>
   removexattr: (path: string, name: string) => Promise<void>
   statfs: (path: string) => Promise<StatFs>
+  /**
+   * True if any entry has the extended attribute `name`. Optional: without it the FUSE edge
+   * assumes yes (and asks the volume for security.capability before every write).
+   */
+  hasXattr?: (name: string) => boolean
 }

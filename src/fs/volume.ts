@@ -355,6 +355,11 @@ export class Volume implements VolumeOps {
     return Buffer.from(value, 'base64')
   }
 
+  hasXattr (name: string): boolean {
+    for (const entry of this.meta.entries.values()) if (entry.xattrs?.[name] !== undefined) return true
+    return false
+  }
+
   async listxattr (path: string): Promise<string[]> {
     return Object.keys(this.meta.get(this.resolve(path)).xattrs ?? {})
   }
