@@ -140,7 +140,7 @@ export async function startNode (options: StartOptions): Promise<RunningNode> {
       return {
         name,
         url,
-        state: h?.state ?? 'unavailable',
+        state: store.openErrors.has(name) ? 'unavailable' : h?.state ?? 'unavailable',
         ...(h?.latencyMs !== undefined ? { latencyMs: h.latencyMs } : {}),
         ...(h?.bytesPerMs !== undefined ? { bytesPerMs: h.bytesPerMs } : {}),
         pending: b?.pending ?? 0,

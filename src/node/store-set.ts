@@ -10,8 +10,10 @@ import { FanoutStore } from '../kv/fanout.ts'
 import type { FanoutMember, MemberStatus } from '../kv/fanout.ts'
 import { ReplicationQueue } from '../kv/replication.ts'
 import type { TargetBacklog } from '../kv/replication.ts'
-import type { KV, KVFlush, KVHas, KVOptions, KVPutOptions } from '../kv/kv.ts'
+import { hasCapability } from '../kv/kv.ts'
+import type { KV, KVDelete, KVFlush, KVHas, KVOptions, KVPutOptions } from '../kv/kv.ts'
 import type { LocalStore } from '../kv/local.ts'
+import { BazilError, ErrorCode } from '../errors.ts'
 import { logger } from '../util/log.ts'
 import { LOCAL_STORE_NAME, openStore, readStores, replicasFor, writeStores } from './stores.ts'
 import type { Copies, OpenedStore, StoreConfig } from './stores.ts'
@@ -42,22 +44,31 @@ export class StoreSet implements KV, KVHas, KVFlush {
     return set
   }
 
-  /** Opens the configured stores (a store that cannot be opened is logged and left out). */
+  /**
+   * Opens the configured stores. A store that cannot be opened now (its server is down, its
+   * host key changed) stays in the set behind a `ReopeningStore`: writes are still queued for
+   * it, and every use tries to open it again until that works; why it failed is in `openErrors`.
+   */
   async reconfigure (configs: StoreConfig[]): Promise<void> {
     const opened: OpenedStore[] = []
     for (const name of [...this.openErrors.keys()]) if (!configs.some(c => c.name === name)) this.openErrors.delete(name)
     for (const config of configs) {
+      const open = async (): Promise<OpenedStore> => await openStore(config, {
+        homeDir: this.homeDir,
+        onHostKey: async hostKey => { await pinHostKey(this.homeDir, config.name, hostKey) }
+      })
       try {
-        opened.push(await openStore(config, {
-          homeDir: this.homeDir,
-          onHostKey: async hostKey => { await pinHostKey(this.homeDir, config.name, hostKey) }
-        }))
+        opened.push(await open())
+        this.openErrors.delete(config.name)
       } catch (err) {
-        log.error('store %s (%s) is left out: %s', config.name, config.url, (err as Error).message)
+        log.error('store %s (%s) could not be opened: %s; trying again when used', config.name, config.url, (err as Error).message)
         this.openErrors.set(config.name, (err as Error).message)
-        continue
+        const reopening = new ReopeningStore(open, err => {
+          if (err === undefined) this.openErrors.delete(config.name)
+          else this.openErrors.set(config.name, err.message)
+        })
+        opened.push({ config, kv: reopening, close: async () => { await reopening.close() } })
       }
-      this.openErrors.delete(config.name)
     }
     const old = { remotes: this.remotes, queue: this.queue }
     this.remotes = opened
@@ -140,6 +151,45 @@ export class StoreSet implements KV, KVHas, KVFlush {
     await this.queue?.stop()
     await Promise.all(this.remotes.map(async s => { await s.close().catch(() => {}) }))
     await this.local.close()
+  }
+}
+
+/**
+ * A store that could not be opened: each operation opens it first (one attempt at a time; a
+ * failed attempt is retried by the next operation), then delegates. The fan-out's breaker and
+ * the replication queue's backoff keep the attempts from piling up.
+ */
+class ReopeningStore implements KV, KVHas, KVDelete {
+  #opened: Promise<OpenedStore> | undefined
+
+  constructor (private readonly open: () => Promise<OpenedStore>, private readonly onResult: (err?: Error) => void) {}
+
+  private async store (): Promise<KV> {
+    this.#opened ??= this.open().then(store => { this.onResult(); return store }, (err: unknown) => {
+      this.#opened = undefined
+      this.onResult(err as Error)
+      // Whatever stopped the open (even a missing key file's NOT_FOUND) says nothing about the object.
+      throw new BazilError(ErrorCode.UNAVAILABLE, `the store could not be opened: ${(err as Error).message}`, { cause: err })
+    })
+    return (await this.#opened).kv
+  }
+
+  async get (key: Uint8Array, options?: KVOptions): Promise<Uint8Array> { return await (await this.store()).get(key, options) }
+  async put (key: Uint8Array, value: Uint8Array, options?: KVPutOptions): Promise<void> { await (await this.store()).put(key, value, options) }
+  async has (key: Uint8Array, options?: KVOptions): Promise<boolean> {
+    const kv = await this.store()
+    return hasCapability(kv, 'has') ? await kv.has(key, options) : false
+  }
+
+  async delete (key: Uint8Array, options?: KVOptions): Promise<void> {
+    const kv = await this.store()
+    if (hasCapability(kv, 'delete')) await kv.delete(key, options)
+  }
+
+  async close (): Promise<void> {
+    const store = await this.#opened?.catch(() => undefined)
+    this.#opened = undefined
+    await store?.close()
   }
 }
 

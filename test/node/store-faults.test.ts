@@ -4,7 +4,8 @@
  * other store, new writes wait in the queue, and replicate once the server is back: the
  * backlog in `status` goes to 0); a slow S3 behind a latency proxy (the staggered request to
  * the SFTP store wins and the slow one is cancelled, seen in the stores' counters and at the
- * proxy); and a corrupted object in the SFTP store (the read returns the right bytes from the
+ * proxy); an S3 that is down when the daemon starts (still a store: its writes wait for it);
+ * and a corrupted object in the SFTP store (the read returns the right bytes from the
  * other store and the bad copy is rewritten).
  *
  * The kill test uses a private Ceph cluster: the shared one serves other test files.
@@ -120,6 +121,28 @@ describe.runIf(kind === 'bazil' && requireFuse('bazil') && requireSshd() && !('u
     await addS3(node, 'cloud', privateRgw)
     await addSftp(node, 'box', sshd)
     await outage(node, 'cloud', 'box', privateRgw.kill, privateRgw.restart)
+  }, LONG)
+
+  it('S3 down when the daemon starts: it is still a store, its writes wait, and they replicate when it is up', async () => {
+    const privateRgw = await startRgw()
+    const node = await startBazil()
+    await addS3(node, 'cloud', privateRgw)
+    await privateRgw.kill()
+    await node.stop()
+    await node.restart()
+    const down = (await stores(node)).get('cloud')
+    expect(down?.state).toBe('unavailable')
+    expect(down?.lastError).toBeDefined()
+
+    const data = randomBytes(2 * 1024 * 1024 + 9)
+    await writeFile(join(node.mount, 'f.bin'), data)
+    await until(async () => ((await backlog(node)).get('cloud')?.pending ?? 0) > 0)
+    await privateRgw.restart()
+    await until(async () => (await backlog(node)).get('cloud')?.pending === 0)
+    expect((await stores(node)).get('cloud')?.state).not.toBe('unavailable')
+    const dry = await json<{ missing: number, objects: number }>(await node.run(['push', '/', 'cloud', '--dry-run', '--json']))
+    expect(dry.objects).toBeGreaterThan(0)
+    expect(dry.missing).toBe(0)
   }, LONG)
 
   it('sshd stopped and restarted: reads from S3, writes queued, replicated when it returns', async () => {
