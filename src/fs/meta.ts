@@ -58,14 +58,19 @@ export function isSymlink (e: Entry): boolean { return (e.mode & S_IFMT) === S_I
 /** A set of changes applied to memory at once and written to level in one batch. */
 export class Change {
   readonly ops: BatchOp[] = []
+  /** Entries this change created, changed, moved or removed: ino → stable id. */
+  readonly touched = new Map<number, string>()
   constructor (private readonly meta: MetaStore) {}
 
   putEntry (entry: Entry): void {
     this.meta.entries.set(entry.ino, entry)
+    this.touched.set(entry.ino, entry.id)
     this.ops.push({ type: 'put', key: `e:${entry.ino}`, value: JSON.stringify(entry) })
   }
 
   delEntry (ino: number): void {
+    const id = this.meta.entries.get(ino)?.id
+    if (id !== undefined) this.touched.set(ino, id)
     this.meta.entries.delete(ino)
     this.meta.children.delete(ino)
     this.ops.push({ type: 'del', key: `e:${ino}` })
@@ -73,18 +78,46 @@ export class Change {
 
   link (parent: number, name: string, ino: number): void {
     this.meta.dir(parent).set(name, ino)
+    this.meta.addName(ino, parent, name)
+    this.touch(ino)
     this.ops.push({ type: 'put', key: `d:${parent}:${name}`, value: String(ino) })
   }
 
   unlink (parent: number, name: string): void {
+    const ino = this.meta.children.get(parent)?.get(name)
     this.meta.dir(parent).delete(name)
+    if (ino !== undefined) {
+      this.meta.dropName(ino, parent, name)
+      this.touch(ino)
+    }
     this.ops.push({ type: 'del', key: `d:${parent}:${name}` })
+  }
+
+  /** A key of a layer above (not `e:`, `d:` or `m:`), written in this batch. */
+  put (key: string, value: string): void {
+    this.ops.push({ type: 'put', key, value })
+  }
+
+  del (key: string): void {
+    this.ops.push({ type: 'del', key })
+  }
+
+  private touch (ino: number): void {
+    const id = this.meta.entries.get(ino)?.id
+    if (id !== undefined) this.touched.set(ino, id)
   }
 }
 
 export class MetaStore {
   readonly entries = new Map<number, Entry>()
   readonly children = new Map<number, Map<string, number>>()
+  /** Reverse of `children`: the names (parent ino, name) of each entry, in the order made. */
+  readonly names = new Map<number, Array<{ parent: number, name: string }>>()
+  /**
+   * Called with every change just before it is written (inside the volume actor), so a layer
+   * above can add its own keys to the batch (sync: clocks and the change log).
+   */
+  beforeCommit: ((change: Change) => void) | undefined
   private nextIno = ROOT_INO + 1
   /** Changes in the log and not yet in level, in order. */
   private pending: BatchOp[] = []
@@ -130,7 +163,10 @@ export class MetaStore {
         this.nextIno = Math.max(this.nextIno, entry.ino + 1)
       } else if (key.startsWith('d:')) {
         const second = key.indexOf(':', 2)
-        this.dir(Number(key.slice(2, second))).set(key.slice(second + 1), Number(value))
+        const parent = Number(key.slice(2, second))
+        const name = key.slice(second + 1)
+        this.dir(parent).set(name, Number(value))
+        this.addName(Number(value), parent, name)
       } else if (key === 'm:nextIno') {
         this.nextIno = Math.max(this.nextIno, Number(value))
       }
@@ -153,6 +189,7 @@ export class MetaStore {
    * durably in level before returning with `sync`.
    */
   async commit (change: Change, options: { sync?: boolean } = {}): Promise<void> {
+    if (change.touched.size > 0) this.beforeCommit?.(change)
     if (change.ops.length === 0 && options.sync !== true) return
     if (this.failure !== undefined) {
       this.failure = undefined
@@ -217,6 +254,28 @@ export class MetaStore {
     const entry = this.entries.get(ino)
     if (entry === undefined) throw new BazilError(ErrorCode.NOT_FOUND, `no entry ${ino}`)
     return entry
+  }
+
+  /** The parent of a directory (directories have one name), or undefined for the root. */
+  parentOf (ino: number): number | undefined {
+    return this.names.get(ino)?.[0]?.parent
+  }
+
+  /** Values of the keys starting with `prefix` (a layer above reading its own state at start). */
+  async * scan (prefix: string): AsyncGenerator<[string, string]> {
+    for await (const entry of this.db.iterator({ gte: prefix, lt: prefix + '\uffff' })) yield entry
+  }
+
+  addName (ino: number, parent: number, name: string): void {
+    const names = this.names.get(ino)
+    if (names === undefined) this.names.set(ino, [{ parent, name }])
+    else if (!names.some(n => n.parent === parent && n.name === name)) names.push({ parent, name })
+  }
+
+  dropName (ino: number, parent: number, name: string): void {
+    const names = this.names.get(ino)?.filter(n => !(n.parent === parent && n.name === name))
+    if (names === undefined || names.length === 0) this.names.delete(ino)
+    else this.names.set(ino, names)
   }
 
   dir (ino: number): Map<string, number> {

@@ -54,6 +54,14 @@ export class Volume implements VolumeOps {
     })
   }
 
+  /**
+   * Runs `fn` inside the volume's actor, one at a time with every namespace change (sync
+   * applies remote changes this way).
+   */
+  async exclusive<T> (fn: () => Promise<T>): Promise<T> {
+    return await this.actor.ask(fn)
+  }
+
   async close (): Promise<void> {
     await this.files.commitAll({ sync: true })
     await this.options.cas.flush()
@@ -392,10 +400,7 @@ export class Volume implements VolumeOps {
 
   /** The parent of a directory (directories have exactly one name). */
   private parentIno (dirIno: number): number | undefined {
-    for (const [parent, children] of this.meta.children) {
-      for (const child of children.values()) if (child === dirIno) return parent
-    }
-    return undefined
+    return this.meta.parentOf(dirIno)
   }
 
   private async makeEntry (path: string, mode: number, extra: { target?: string }): Promise<Entry> {
