@@ -73,7 +73,7 @@ export class StagedFile {
   async write (buffer: Uint8Array, length: number, position: number): Promise<number> {
     try {
       if (this.handle === null && position + length <= MEMORY_LIMIT) {
-        this.memory ??= Buffer.alloc(MEMORY_LIMIT)
+        this.memory = withCapacity(this.memory, position + length)
         this.memory.set(buffer.subarray(0, length), position)
       } else {
         // Synchronous on purpose: a page-cache write of at most 128 KiB takes tens of
@@ -194,6 +194,20 @@ export class StagedFile {
     if (!placed) merged.push(cur)
     this.extents = merged
   }
+}
+
+/**
+ * A buffer of at least `needed` bytes (a power of two from 16 KiB up to MEMORY_LIMIT) holding
+ * `memory`'s bytes: most small files need far less than 64 KiB, and a zeroed 64 KiB per file
+ * was a good part of an untar's garbage. Bytes outside the extents are never read.
+ */
+function withCapacity (memory: Buffer | null, needed: number): Buffer {
+  if (memory !== null && memory.byteLength >= needed) return memory
+  let capacity = 16 * 1024
+  while (capacity < needed) capacity *= 2
+  const grown = Buffer.allocUnsafe(Math.min(capacity, MEMORY_LIMIT))
+  if (memory !== null) memory.copy(grown)
+  return grown
 }
 
 function writeAll (fd: number, buffer: Uint8Array, offset: number, length: number, position: number): void {

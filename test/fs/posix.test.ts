@@ -542,6 +542,23 @@ describe.runIf(requireFuse(kind, ['python3', 'touch']))(`POSIX behaviour on a ${
     expect(st.ffree).toBeLessThanOrEqual(st.files)
   })
 
+  it('stores file capabilities (security.capability), which the kernel asks for on every write', async () => {
+    const dir = await fresh()
+    const path = join(dir, 'cap')
+    await writeFile(path, 'x')
+    // Asked before each write; answered without the volume while no entry has it (fuse.ts).
+    expect(await sys.getxattr(path, 'security.capability')).toEqual({ ok: false, code: 'ENODATA' })
+    // VFS_CAP_REVISION_2 with cap_net_bind_service permitted (as setcap writes it).
+    const cap = Buffer.alloc(20)
+    cap.writeUInt32LE(0x02000000, 0)
+    cap.writeUInt32LE(1 << 10, 4)
+    expect(await sys.setxattr(path, 'security.capability', cap)).toEqual({ ok: true, value: null })
+    expect(await sys.getxattr(path, 'security.capability')).toEqual({ ok: true, value: cap })
+    const other = join(dir, 'other')
+    await writeFile(other, 'y')
+    expect(await sys.getxattr(other, 'security.capability')).toEqual({ ok: false, code: 'ENODATA' })
+  })
+
   it('sets, gets, lists and removes extended attributes', async () => {
     const dir = await fresh()
     const path = join(dir, 'f')
