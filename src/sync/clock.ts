@@ -20,14 +20,16 @@
  *   dest.mod ≤ source.sync  → copy (source's version supersedes dest's);
  *   otherwise               → conflict.
  * With a tombstone on one side (it has no modification time) the live side's version is tested
- * against the tombstone's sync time: seen by the deleting side means the deletion supersedes it;
- * unseen, but of an incarnation the deleting side knew (create ≤ its sync), is a modify/delete
- * conflict; of an incarnation it never knew, a new entry that the deletion does not touch.
+ * against the tombstone's sync time: seen by the deleting side, the deletion supersedes it;
+ * unseen, but of an incarnation the deleting side knew (create ≤ its sync), it is a
+ * modify/delete conflict; of an incarnation it never knew, a new entry the deletion does not
+ * touch. A live version chosen over a deletion is therefore always a new incarnation
+ * (`resolveNew`).
  *
  * Times are per-peer logical counters (positive integers). Every function returns a new clock.
  */
 import { BazilError, ErrorCode } from '../errors.ts'
-import { EMPTY, formatVector, leq, merge, vectorOf, withTime } from './vector.ts'
+import { EMPTY, equals, formatVector, leq, merge, vectorOf, withTime } from './vector.ts'
 import type { PeerId, Vector } from './vector.ts'
 
 export interface Clock {
@@ -150,14 +152,17 @@ export function resolveOurs (local: Clock, remote: Clock): Clock {
 
 /**
  * Resolve a conflict with a version made by `peer` at `now` (new content, or either side's live
- * content chosen over a deletion). It supersedes both histories. If either side was deleted the
- * result is a new incarnation: every replica whose deletion the resolver knew then takes it as a
- * creation, not as an edit of what it deleted. (Keeping the live version's own clock instead
- * would make each of those replicas report the same modify/delete conflict again.)
+ * content chosen over a deletion). It supersedes both histories. If either side was deleted, or
+ * the two are different incarnations, the result is a new incarnation: every replica whose
+ * deletion the resolver knew then takes it as a creation, not as an edit of what it deleted.
+ * (Keeping an old creation time instead would make each of those replicas report the same
+ * modify/delete conflict again.)
  */
 export function resolveNew (local: Clock, remote: Clock, peer: PeerId, now: number): Clock {
   const stamp = vectorOf([[peer, checkNow(now)]])
-  const reborn = isTombstone(local) || isTombstone(remote)
+  // Two live incarnations: one of them was created after a deletion of the other, or both
+  // independently; the resolver may know that deletion, so its choice is a new incarnation too.
+  const reborn = isTombstone(local) || isTombstone(remote) || !equals(local.create, remote.create)
   return freeze({
     sync: merge(merge(local.sync, remote.sync), stamp),
     mod: merge(merge(local.mod, remote.mod), stamp),

@@ -5,26 +5,35 @@
  * modification time is covered by the destination directory's sync time, nothing below it has
  * changed that the destination does not know, and a sync skips the whole subtree.
  *
+ * The directory's own clock stands for its list of names: an entry a replica does not hold at
+ * all inherits that clock's sync time (`absent(own.sync)`), so a directory synced only in part
+ * keeps a low sync time (the paper's figure 12).
+ *
+ * A tombstone has no modification time, but its deletion happened within its sync time, so a
+ * tombstone child adds its sync time to the summary's modification time. That bound is what
+ * makes a deletion applied from elsewhere (which moves no local modification time) visible to
+ * the next replica; it is conservative, so a directory holding tombstones is descended until the
+ * other side's knowledge covers them. Dropping tombstones every peer has seen is the protocol's
+ * business (a covered tombstone and an absent entry decide alike).
+ *
  * Children can store their sync time relative to their directory's (`compressSync`), since most
  * entries of a tree share one sync time; the effective sync time is the merge along the path
  * (`expandSync`). A sync that skips a subtree then only raises the directory's sync time.
- *
- * A child's tombstone has no modification time, so deleting a child (like any change of a
- * directory's names) must also update the directory's own clock (`updateFull`), or the
- * summary's modification time would not move and other replicas would skip the deletion.
  */
+import { isTombstone } from './clock.ts'
 import type { Clock } from './clock.ts'
 import { EMPTY, leq, meet, merge, rebase } from './vector.ts'
 
 /**
  * The summary clock of a directory: `own` is the directory entry's own clock (its names and
- * attributes), `children` the effective (expanded) summaries of its children.
+ * attributes), `children` the effective (expanded) clocks or summaries of the children it holds,
+ * tombstones included.
  */
 export function summarize (own: Clock | undefined, children: Iterable<Clock>): Clock {
   let mod = own?.mod ?? EMPTY
   let sync = own?.sync
   for (const child of children) {
-    mod = merge(mod, child.mod)
+    mod = merge(mod, isTombstone(child) ? child.sync : child.mod)
     sync = sync === undefined ? child.sync : meet(sync, child.sync)
   }
   return Object.freeze({ sync: sync ?? EMPTY, mod, create: own?.create ?? EMPTY })

@@ -141,7 +141,8 @@ function sync (world: World, src: Replica, dst: Replica, resolution: Resolution)
     dst.full = resolveOurs(dst.full, src.full)
   } else {
     const now = ++dst.time
-    const reborn = isTombstone(src.clock) || isTombstone(dst.clock)
+    const reborn = isTombstone(src.clock) || isTombstone(dst.clock) ||
+      world.version(src.current).incarnation !== world.version(dst.current).incarnation
     const incarnation = world.version(dst.current).incarnation
     dst.clock = resolveNew(dst.clock, src.clock, dst.peer, now)
     dst.full = resolveNew(dst.full, src.full, dst.peer, now)

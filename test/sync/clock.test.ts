@@ -3,10 +3,11 @@
  * Josephson, "File Synchronization with Vector Time Pairs" (MIT-CSAIL-TR-2005-014), one test per
  * figure, asserting the exact vectors. Replicas are the paper's A, B and C; the scenarios and
  * vectors follow the original Bazil's `fs/clock/paper_test.go`, which transcribed them.
+ * clock-model.test.ts and summary.test.ts hold the property tests.
  *
  * The figures draw full modification vectors; `update` stores the paper's compressed (single
  * entry) modification time for files, so each figure is also replayed compressed to show the
- * decisions do not change. Property tests against a knowledge oracle are in clock-model.test.ts.
+ * decisions do not change.
  */
 import { describe, expect, it } from 'vitest'
 import { isBazilError } from '../../src/errors.ts'
@@ -211,6 +212,26 @@ describe('Figure 5: deletion and re-creation', () => {
   })
 })
 
+describe('resolutions between incarnations', () => {
+  it('resolving a re-created entry against an edit of the old one makes a new incarnation', () => {
+    const a1 = createClock(A, 1)
+    const b = update(applySync(absent(), a1, 'copy'), B, 2) // B edits
+    const aGone = remove(a1, A, 2) // A deletes, concurrently
+    let c = applySync(absent(), a1, 'copy')
+    expect(decide(aGone, c)).toBe('copy')
+    c = applySync(c, aGone, 'copy') // C learns the deletion...
+    c = createClock(C, 3, c.sync) // ...and re-creates the entry
+    expect(decide(c, b)).toBe('conflict')
+    const resolved = resolveNew(b, c, B, 4) // B resolves, knowing A's deletion through C
+    expectClock(resolved, '{sync{A:2 B:4 C:3} mod{B:4 C:3} create{B:4}}')
+    // A's deletion is old news to the resolution: A takes it, with no modify/delete conflict.
+    expect(decide(aGone, resolved)).toBe('nothing')
+    expect(decide(resolved, aGone)).toBe('copy')
+    // (Keeping B's old creation time would have reported one.)
+    expect(decide(aGone, { ...resolved, create: b.create })).toBe('conflict')
+  })
+})
+
 describe('Figure 8: sync-time bookkeeping', () => {
   it('C learns B\'s change and everything B knew, then its own time', () => {
     let a = createClock(A, 1)
@@ -230,51 +251,54 @@ describe('Figure 8: sync-time bookkeeping', () => {
 })
 
 describe('Figure 12: partial syncs and directory summaries', () => {
-  /** A holds d/x and d/y; B syncs only d/x from A, C only d/y; each then knows its own time 3. */
-  function partial (): Record<'ax' | 'ay' | 'bx' | 'by' | 'cx' | 'cy', Clock> {
+  /**
+   * A holds d/x and d/y; B syncs only d/x from A, C only d/y; each then knows its own time 3.
+   * B's and C's directory d was not itself synced, so it knows its names only as of its own
+   * time (`own`), and the child it lacks is `absent(own.sync)`.
+   */
+  function partial (): Record<'ad' | 'ax' | 'ay' | 'bd' | 'bx' | 'by' | 'cd' | 'cx' | 'cy', Clock> {
+    const ad = createClock(A, 1)
     const ax = createClock(A, 1)
     const ay = createClock(A, 1)
+    const bd = absent(vectorOf({ B: 3 }))
     const bx = advanceSync(applySync(absent(), ax, 'copy'), B, 3)
-    const by = advanceSync(absent(), B, 3)
-    const cx = advanceSync(absent(), C, 3)
+    const cd = absent(vectorOf({ C: 3 }))
     const cy = advanceSync(applySync(absent(), ay, 'copy'), C, 3)
-    return { ax, ay, bx, by, cx, cy }
+    return { ad, ax, ay, bd, bx, by: absent(bd.sync), cd, cx: absent(cd.sync), cy }
   }
 
   it('the per-file clocks, and the directory mod = max, sync = min', () => {
-    const { ax, ay, bx, by, cx, cy } = partial()
+    const { ad, ax, ay, bd, bx, by, cd, cx, cy } = partial()
     expectClock(bx, '{sync{A:1 B:3} mod{A:1} create{A:1}}')
     expectClock(by, '{sync{B:3} mod{} create{}}')
     expectClock(cx, '{sync{C:3} mod{} create{}}')
     expectClock(cy, '{sync{A:1 C:3} mod{A:1} create{A:1}}')
-    expectClock(summarize(undefined, [ax, ay]), '{sync{A:1} mod{A:1} create{}}')
+    expectClock(summarize(ad, [ax, ay]), '{sync{A:1} mod{A:1} create{A:1}}')
     // (The original's test left the directory's sync time unset; its minimum is this.)
-    expectClock(summarize(undefined, [bx, by]), '{sync{B:3} mod{A:1} create{}}')
-    expectClock(summarize(undefined, [cx, cy]), '{sync{C:3} mod{A:1} create{}}')
+    expectClock(summarize(bd, [bx]), '{sync{B:3} mod{A:1} create{}}')
+    expectClock(summarize(cd, [cy]), '{sync{C:3} mod{A:1} create{}}')
   })
 
   it('a partially synced directory cannot be skipped; once fully synced it can', () => {
-    const { ax, ay, bx, by } = partial()
-    const ad = summarize(undefined, [ax, ay])
-    expect(canSkip(ad, summarize(undefined, [bx, by]))).toBe(false)
-    // Descending finds d/x known and d/y new.
+    const { ad, ax, ay, bd, bx, by } = partial()
+    const aSummary = summarize(ad, [ax, ay])
+    expect(canSkip(aSummary, summarize(bd, [bx]))).toBe(false)
+    // Descending finds d itself and d/y new, d/x known.
+    expect(decide(ad, bd)).toBe('copy')
     expect(decide(ax, bx)).toBe('nothing')
     expect(decide(ay, by)).toBe('copy')
-    const bx2 = applySync(bx, ax, 'nothing')
-    const by2 = applySync(by, ay, 'copy')
-    const bd = summarize(undefined, [bx2, by2])
-    expectClock(bd, '{sync{A:1 B:3} mod{A:1} create{}}')
-    expect(canSkip(ad, bd)).toBe(true)
+    const bSummary = summarize(applySync(bd, ad, 'copy'), [applySync(bx, ax, 'nothing'), applySync(by, ay, 'copy')])
+    expectClock(bSummary, '{sync{A:1 B:3} mod{A:1} create{A:1}}')
+    expect(canSkip(aSummary, bSummary)).toBe(true)
     // A changing one file moves A's summary past B's knowledge again.
-    expect(canSkip(summarize(undefined, [update(ax, A, 4), ay]), bd)).toBe(false)
+    expect(canSkip(summarize(ad, [update(ax, A, 4), ay]), bSummary)).toBe(false)
   })
 
   it('children store their sync time relative to the directory\'s, and a skip only raises the directory\'s', () => {
-    const { ax, ay } = partial()
+    const { ad, ax, ay } = partial()
     const bx = applySync(absent(), ax, 'copy')
     const by = applySync(absent(), ay, 'copy')
-    const bdOwn = createClock(A, 1)
-    const bd = summarize(bdOwn, [bx, by])
+    const bd = summarize(applySync(absent(), ad, 'copy'), [bx, by])
     const storedX = compressSync(bx, bd.sync)
     expectClock(storedX, '{sync{} mod{A:1} create{A:1}}')
     // B skips the whole directory syncing from a C that knows more and changed nothing.
@@ -284,18 +308,26 @@ describe('Figure 12: partial syncs and directory summaries', () => {
     expectClock(expandSync(storedX, bdAfter.sync), '{sync{A:1 C:7} mod{A:1} create{A:1}}')
   })
 
-  it('a deleted child moves the summary only through the directory\'s own clock', () => {
-    const ax = createClock(A, 1)
-    const ay = createClock(A, 1)
-    const own = createClock(A, 1)
-    const before = summarize(own, [ax, ay])
-    const b = summarize(own, [ax, ay]) // B in sync with A
-    const tomb = remove(ay, A, 5)
-    expect(canSkip(summarize(own, [ax, tomb]), b)).toBe(true) // the trap this rule avoids
-    const after = summarize(updateFull(own, A, 5), [ax, tomb])
-    expectClock(after, '{sync{A:1} mod{A:5} create{A:1}}')
-    expect(canSkip(after, b)).toBe(false)
-    expect(canSkip(before, b)).toBe(true)
+  it('a tombstone child moves the summary by its sync time, even a deletion learnt from elsewhere', () => {
+    const d = createClock(A, 1)
+    const x = createClock(A, 1)
+    const y = createClock(A, 1)
+    const copy = (c: Clock): Clock => applySync(absent(), c, 'copy')
+    const aSummary = summarize(d, [x, y])
+    // B deletes d/y; its directory's own clock is not touched.
+    const bTomb = remove(copy(y), B, 2)
+    const bSummary = summarize(copy(d), [copy(x), bTomb])
+    expectClock(bSummary, '{sync{A:1} mod{A:1 B:2} create{A:1}}')
+    expect(canSkip(bSummary, summarize(copy(d), [copy(x), copy(y)]))).toBe(false)
+    // C learns the deletion by syncing d/y alone: no modification time of C's moved, yet C's
+    // summary must not let A skip it.
+    const cTomb = applySync(copy(y), bTomb, 'copy')
+    const cSummary = summarize(copy(d), [copy(x), cTomb])
+    expect(canSkip(cSummary, aSummary)).toBe(false)
+    expect(decide(cTomb, y)).toBe('copy')
+    // Once A knows B's time 2 for the whole directory, there is nothing left to skip over.
+    const aAfter = summarize(expandSync(d, vectorOf({ B: 2 })), [expandSync(x, vectorOf({ B: 2 })), applySync(y, cTomb, 'copy')])
+    expect(canSkip(cSummary, aAfter)).toBe(true)
   })
 })
 
