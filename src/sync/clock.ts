@@ -173,6 +173,9 @@ export function resolveNew (local: Clock, remote: Clock, peer: PeerId, now: numb
 /**
  * Both sides hold identical content under concurrent histories (the same edit made twice): not
  * a conflict. The merged clock records both versions as seen, so neither side re-decides it.
+ * Two different incarnations with the same content keep both creation times: a replica that
+ * deleted one of them but never knew the other then takes the merged entry as new (keeping the
+ * data) rather than reporting a modify/delete conflict.
  */
 export function mergeIdentical (local: Clock, remote: Clock): Clock {
   requireLive(local, 'merge')

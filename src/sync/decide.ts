@@ -63,8 +63,9 @@ export function decideEntry (local: EntryState, remote: EntryState, options: Dec
 }
 
 /**
- * The local clock after acting on `action` (for a conflict, after its resolution is chosen,
- * use the resolve functions of `clock.ts`; here a conflict is `CONFLICT`).
+ * The local clock after acting on `action`. A conflict has no clock until it is resolved
+ * (`CONFLICT` here): resolve with `resolveNew` from clock.ts, a new version even when its
+ * content is one side's, since other replicas may resolve the same conflict too.
  */
 export function clockAfter (local: Clock, remote: Clock, action: SyncAction): Clock {
   switch (action.action) {

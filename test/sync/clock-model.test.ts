@@ -179,7 +179,7 @@ describe('vector time pairs on random histories', () => {
 
   it('decide like the version-knowledge oracle, with the paper\'s resolutions, compressed or not, antisymmetrically', () => {
     const counts: Record<Decision, number> = { nothing: 0, copy: 0, conflict: 0 }
-    for (let history = 0; history < 300; history++) {
+    for (let history = 0; history < 200; history++) {
       const w = new World(['A', 'B', 'C'])
       for (let i = 0; i < 40; i++) {
         step(w, rng, ['theirs', 'ours', 'new'])
