@@ -41,6 +41,8 @@ export interface ChangeLogInit {
   trust: TrustStore
   /** A paired peer told us its head (HEAD), or answered one of our requests with it. */
   onHead?: (peerId: string, head: number) => void
+  /** We sent a paired peer our log up to `upTo` (its pull reached there). */
+  onServed?: (peerId: string, upTo: number) => void
   traffic?: Traffic
   /** Overrides of the constants.ts deadlines, for tests. */
   requestTimeoutMs?: number
@@ -178,6 +180,9 @@ class ChangeLogService implements ChangeLog {
       await sendParts(stream, [frame], { signal: whole.signal })
       traffic?.sent(peer, frame.byteLength)
       await stream.close({ signal: whole.signal })
+      if (request.kind === 'pull' && reply.status === Reply.Status.OK) {
+        this.#init.onServed?.(peer, reply.records.at(-1)?.seq ?? Math.max(request.since, reply.head))
+      }
     } catch (err) {
       const reason = whole.timedOut() ? `deadline of ${this.#init.exchangeDeadlineMs ?? EXCHANGE_DEADLINE_MS} ms passed` : (err as Error).message
       log('change stream from %s reset: %s', peer, reason)

@@ -45,7 +45,17 @@ export function formatStatus (status: StatusReport): string {
     ...(status.replication ?? []).map(r => [
       `→ ${r.store}`,
       (r.pending === 0 ? 'replicated' : `${formatCount(r.pending)} objects to copy`) + (r.lastError !== undefined ? ` (last error: ${r.lastError})` : '')
-    ] as [string, string])
+    ] as [string, string]),
+    ...(status.sync === undefined
+      ? []
+      : [
+          ['sync', `${formatCount(status.sync.head)} records in the change log; ${status.sync.conflicts} conflicts (bazil conflicts); ${status.sync.waiting} waiting`] as [string, string],
+          ...status.sync.peers.map(p => {
+            const name = (status.peers ?? []).find(q => q.peerId === p.peerId)?.name ?? p.peerId.slice(-8)
+            const state = !p.connected ? 'not connected' : p.behind === 0 && p.peerBehind === 0 ? 'in sync' : 'syncing'
+            return [`⇄ ${name}`, `${state}: ${formatCount(p.behind)} changes to receive, ${formatCount(p.peerBehind)} to send`] as [string, string]
+          })
+        ])
   ])
 }
 

@@ -8,6 +8,7 @@ import { Command, CommanderError } from 'commander'
 import type { GlobalOptions, JsonOption, StartOptions } from './commands.ts'
 import type { TransferOptions } from './stores.ts'
 import type { InviteOptions } from './peers.ts'
+import type { SyncOptions } from './sync.ts'
 import { ExitCode, describeError, exitCodeFor } from './exit.ts'
 
 const HELP_FOOTER = `
@@ -41,6 +42,7 @@ export async function main (argv: string[]): Promise<number> {
 const commands = async (): Promise<typeof import('./commands.ts')> => await import('./commands.ts')
 const storeCommands = async (): Promise<typeof import('./stores.ts')> => await import('./stores.ts')
 const peerCommands = async (): Promise<typeof import('./peers.ts')> => await import('./peers.ts')
+const syncCommands = async (): Promise<typeof import('./sync.ts')> => await import('./sync.ts')
 
 export function buildProgram (setExitCode: (code: number) => void): Command {
   const program = new Command('bazil')
@@ -127,6 +129,18 @@ export function buildProgram (setExitCode: (code: number) => void): Command {
     .description('stop using a store (its objects are left in place)')
     .option('--json', 'print the remaining stores as JSON')
     .action(run(async command => await (await storeCommands()).storeRemoveCommand(globals(command), command.args[0] as string, command.opts<JsonOption>())))
+
+  program.command('sync')
+    .description('show how far each paired device is behind, both ways; --wait until all connected ones are caught up')
+    .option('--wait', 'return once every connected paired device is caught up (exit 1 on timeout)')
+    .option('--timeout <seconds>', 'how long --wait waits', '60')
+    .option('--json', 'print the report as JSON')
+    .action(run(async command => await (await syncCommands()).syncCommand(globals(command), command.opts<SyncOptions>())))
+
+  program.command('conflicts')
+    .description('list conflict copies (a file changed on two devices) and entries shown under another name than they have')
+    .option('--json', 'print the list as JSON')
+    .action(run(async command => await (await syncCommands()).conflictsCommand(globals(command), command.opts<JsonOption>())))
 
   program.command('get <path>')
     .description("fetch a file's or subtree's content into the local store (only what is missing)")

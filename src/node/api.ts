@@ -3,6 +3,21 @@
  * it; `src/node/control.ts` serves it over a unix socket in the data dir.
  */
 import type { PeerReport } from '../net/peers.ts'
+import type { PeerSyncStatus } from './syncer.ts'
+import type { ConflictReport } from './volume-sync.ts'
+
+export type { ConflictReport, PeerSyncStatus }
+
+/** Sync with paired devices (issue 4). */
+export interface SyncReport {
+  /** This node's change-log head. */
+  head: number
+  /** Records waiting here: held for files open for writing, or not placeable yet. */
+  waiting: number
+  conflicts: number
+  /** One row per paired peer: connected, and how many changes each side is behind. */
+  peers: PeerSyncStatus[]
+}
 
 export interface StatusReport {
   home: string
@@ -29,6 +44,7 @@ export interface StatusReport {
   peers: PeerInfo[]
   /** Where this node listens (multiaddrs ending in its peer id). */
   listen: string[]
+  sync?: SyncReport
 }
 
 /** A row of `bazil peers` (src/net/peers.ts). */
@@ -125,4 +141,8 @@ export interface NodeApi {
   invite: (ttlMs?: number) => Promise<{ code: string, expiresAt: number }>
   /** Forgets a paired peer; NOT_FOUND if it was not paired. */
   peersRemove: (peerId: string) => Promise<PeerInfo[]>
+  /** Sync state per paired peer; with `wait`, first waits until every connected peer is caught up (TIMEOUT). */
+  syncStatus?: (wait?: { timeoutMs: number }) => Promise<SyncReport>
+  /** Conflict copies and entries shown under another name, with their paths. */
+  conflicts?: () => Promise<ConflictReport[]>
 }

@@ -11,7 +11,7 @@ import { chmod, lstat, rm } from 'node:fs/promises'
 import { StringDecoder } from 'node:string_decoder'
 import { BazilError, ErrorCode, isBazilError } from '../errors.ts'
 import { logger } from '../util/log.ts'
-import type { CheckReport, NodeApi, PeerInfo, PolicyReport, StatusReport, StoreInfo, TransferProgress, TransferReport } from './api.ts'
+import type { CheckReport, ConflictReport, NodeApi, PeerInfo, PolicyReport, StatusReport, StoreInfo, SyncReport, TransferProgress, TransferReport } from './api.ts'
 
 const log = logger('bazil:control')
 
@@ -44,6 +44,8 @@ export interface ControlClient extends NodeApi {
   peersRemove: (peerId: string, options?: CallOptions) => Promise<PeerInfo[]>
   storeRemove: (name: string, options?: CallOptions) => Promise<StoreInfo[]>
   storePolicy: (setting?: string, options?: CallOptions) => Promise<PolicyReport>
+  syncStatus: (wait?: { timeoutMs: number }, options?: CallOptions) => Promise<SyncReport>
+  conflicts: (options?: CallOptions) => Promise<ConflictReport[]>
   get: (path: string, options?: CallOptions & { dryRun?: boolean }) => Promise<TransferReport>
   push: (path: string, store: string, options?: CallOptions & { dryRun?: boolean }) => Promise<TransferReport>
   close: () => void
@@ -155,6 +157,15 @@ async function dispatch (api: NodeApi, request: Request, signal: AbortSignal, on
       if (api.storePolicy === undefined) throw new BazilError(ErrorCode.NOT_SUPPORTED, 'this node has no replication policy')
       const setting = request.params?.setting
       return await api.storePolicy(typeof setting === 'string' ? setting : undefined)
+    }
+    case 'syncStatus': {
+      if (api.syncStatus === undefined) throw new BazilError(ErrorCode.NOT_SUPPORTED, 'this node does not sync')
+      const timeoutMs = request.params?.timeoutMs
+      return await api.syncStatus(typeof timeoutMs === 'number' ? { timeoutMs } : undefined)
+    }
+    case 'conflicts': {
+      if (api.conflicts === undefined) throw new BazilError(ErrorCode.NOT_SUPPORTED, 'this node does not sync')
+      return await api.conflicts()
     }
     case 'get': return await api.get(stringParam(request, 'path'), { dryRun: request.params?.dryRun === true, signal, onProgress })
     case 'push': return await api.push(stringParam(request, 'path'), stringParam(request, 'store'), { dryRun: request.params?.dryRun === true, signal, onProgress })
@@ -336,6 +347,8 @@ export async function connectControl (socketPath: string, options: { connectTime
     peersRemove: async (peerId, o = {}) => await call<PeerInfo[]>('peersRemove', { peerId }, o, CONTROL_CALL_TIMEOUT_MS),
     storeRemove: async (name, o = {}) => await call<StoreInfo[]>('storeRemove', { name }, o, CONTROL_STOP_TIMEOUT_MS),
     storePolicy: async (setting, o = {}) => await call<PolicyReport>('storePolicy', setting === undefined ? {} : { setting }, o, CONTROL_STOP_TIMEOUT_MS),
+    syncStatus: async (wait, o = {}) => await call<SyncReport>('syncStatus', wait === undefined ? {} : { timeoutMs: wait.timeoutMs }, o, wait === undefined ? CONTROL_CALL_TIMEOUT_MS : wait.timeoutMs + CONTROL_CALL_TIMEOUT_MS),
+    conflicts: async (o = {}) => await call<ConflictReport[]>('conflicts', {}, o, CONTROL_CALL_TIMEOUT_MS),
     get: async (path, o = {}) => await call<TransferReport>('get', { path, dryRun: o.dryRun === true }, o),
     push: async (path, store, o = {}) => await call<TransferReport>('push', { path, store, dryRun: o.dryRun === true }, o),
     close: () => { socket.end(); socket.unref() }

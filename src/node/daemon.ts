@@ -93,7 +93,9 @@ export async function runForeground (options: DaemonOptions & { onReady?: () => 
       push: async (path, store, o) => await node.push(path, store, o),
       peers: async () => await node.peers(),
       invite: async ttlMs => await node.invite(ttlMs),
-      peersRemove: async peerId => await node.peersRemove(peerId)
+      peersRemove: async peerId => await node.peersRemove(peerId),
+      ...(node.syncStatus !== undefined ? { syncStatus: node.syncStatus } : {}),
+      ...(node.conflicts !== undefined ? { conflicts: node.conflicts } : {})
     }, home.socketPath)
     note('ready')
     options.onReady?.()

@@ -16,6 +16,8 @@ import { blockExchange } from '../../protocols/block-exchange/index.ts'
 import type { BlockExchange } from '../../protocols/block-exchange/index.ts'
 import { pairing, join, PAIRING_PROTOCOL } from '../../protocols/pairing/index.ts'
 import type { PairingService } from '../../protocols/pairing/index.ts'
+import { changeLog } from '../../protocols/changes/index.ts'
+import type { ChangeLog, ChangeSource } from '../../protocols/changes/index.ts'
 import { PeerStore } from '../kv/peer.ts'
 import type { KV, KVHas } from '../kv/kv.ts'
 import type { Home } from './home.ts'
@@ -30,6 +32,13 @@ export interface NetworkOptions {
   mdns?: boolean
 }
 
+/** The change log this node serves, and where heard heads and served pulls are reported. */
+export interface ChangeLogHooks {
+  source: ChangeSource
+  onHead: (peerId: string, head: number) => void
+  onServed: (peerId: string, upTo: number) => void
+}
+
 export interface Network {
   peerId: string
   addrs: () => string[]
@@ -39,15 +48,23 @@ export interface Network {
   /** Read-only stores over block exchange, one per paired peer. */
   peerStores: () => Array<{ name: string, kv: KV & KVHas }>
   onPeersChanged: (listener: () => void) => void
+  /** /bazil/changes/1.0.0, when the node was started with change-log hooks. */
+  changes: ChangeLog
+  /** Paired peers with an open connection now. */
+  connectedPaired: () => string[]
+  pairedPeers: () => string[]
+  /** Called with a paired peer's id whenever a connection to it opens. */
+  onPairedConnect: (listener: (peerId: string) => void) => void
   stop: () => Promise<void>
 }
 
 interface Services extends Record<string, unknown> {
   blocks: BlockExchange
   pairing: PairingService
+  changes: ChangeLog
 }
 
-export async function startNetwork (home: Home, local: KV & KVHas, options: NetworkOptions = {}): Promise<Network> {
+export async function startNetwork (home: Home, local: KV & KVHas, options: NetworkOptions, hooks: ChangeLogHooks): Promise<Network> {
   const trust = await openTrustStore(home.dir)
   const invites = new InviteBook()
   const traffic = new Traffic()
@@ -62,6 +79,7 @@ export async function startNetwork (home: Home, local: KV & KVHas, options: Netw
     openProtocols: [PAIRING_PROTOCOL],
     services: {
       blocks: blockExchange({ store: local, trust, traffic }),
+      changes: changeLog({ source: hooks.source, trust, traffic, onHead: hooks.onHead, onServed: hooks.onServed }),
       pairing: pairing({
         invites,
         trust,
@@ -73,8 +91,18 @@ export async function startNetwork (home: Home, local: KV & KVHas, options: Netw
       })
     }
   })
+  const connectListeners: Array<(peerId: string) => void> = []
+  node.libp2p.addEventListener('peer:connect', evt => {
+    const id = evt.detail.toString()
+    if (!trust.isPaired(id)) return
+    for (const listener of connectListeners) listener(id)
+  })
   return {
     peerId: node.peerId,
+    changes: node.services.changes,
+    connectedPaired: () => [...new Set(node.libp2p.getConnections().map(c => c.remotePeer.toString()))].filter(id => trust.isPaired(id)),
+    pairedPeers: () => trust.list().map(p => p.peerId),
+    onPairedConnect: listener => { connectListeners.push(listener) },
     addrs: () => node.addrs(),
     peers: () => node.peers(),
     invite: (ttlMs = DEFAULT_INVITE_TTL_MS) => {

@@ -14,7 +14,7 @@ import { Volume } from '../fs/volume.ts'
 import { mountVolume } from '../fs/fuse.ts'
 import type { Mount } from '../fs/fuse.ts'
 import type { Home } from './home.ts'
-import type { CheckReport, NodeApi, PeerInfo, PolicyReport, StatusReport, StoreInfo, TransferOptions } from './api.ts'
+import type { CheckReport, NodeApi, PeerInfo, PolicyReport, StatusReport, StoreInfo, TransferOptions, SyncReport } from './api.ts'
 import { StoreSet } from './store-set.ts'
 import { startNetwork } from './network.ts'
 import type { Network, NetworkOptions } from './network.ts'
@@ -24,6 +24,11 @@ import { BazilError, ErrorCode } from '../errors.ts'
 import { open as openSealed } from '../cas/seal.ts'
 import { checkVolume, volumeStats } from './check.ts'
 import { logger } from '../util/log.ts'
+import { VolumeSync } from './volume-sync.ts'
+import type { ConflictReport } from './volume-sync.ts'
+import { Syncer } from './syncer.ts'
+import type { PeerSyncStatus } from './syncer.ts'
+import { MAX_RECORD_BYTES } from '../../protocols/changes/index.ts'
 
 const log = logger('bazil:node')
 
@@ -55,13 +60,27 @@ export async function startNode (options: StartOptions): Promise<RunningNode> {
   const meta = await MetaStore.open(home.dbDir, owner)
   const volume = new Volume({ meta, cas, stagingDir: home.stagingDir, storeDir: home.storeDir, owner })
   await volume.recover()
+  const volumeSync = await VolumeSync.open(home.identity.peerId, volume)
   let network: Network | undefined
+  let syncer: Syncer | undefined
   if (options.network !== false) {
-    network = await startNetwork(home, local, options.network ?? {})
+    network = await startNetwork(home, local, options.network ?? {}, {
+      source: {
+        volume: Buffer.from(home.volume.id, 'hex'),
+        head: () => volumeSync.engine.head(),
+        read: async (since, limit, maxBytes) => volumeSync.engine.read(since, limit, Math.max(maxBytes, MAX_RECORD_BYTES))
+      },
+      onHead: (peer, head) => { syncer?.heard(peer, head) },
+      onServed: (peer, upTo) => { syncer?.served(peer, upTo) }
+    })
     const net = network
     const refreshPeers = (): void => { store.setPeers(net.peerStores()) }
     net.onPeersChanged(refreshPeers)
     refreshPeers()
+    syncer = new Syncer({ sync: volumeSync, changes: net.changes, connectedPeers: () => net.connectedPaired(), pairedPeers: () => net.pairedPeers() })
+    const sync = syncer
+    net.onPairedConnect(peer => { sync.connected(peer) })
+    for (const peer of net.connectedPaired()) sync.connected(peer)
   }
   let mount: Mount
   try {
@@ -87,6 +106,7 @@ export async function startNode (options: StartOptions): Promise<RunningNode> {
       } catch (err) {
         log.error('unmount failed: %s', (err as Error).message)
       }
+      syncer?.stop()
       await volume.close()
       await network?.stop().catch((err: unknown) => { log.error('stopping the network: %s', (err as Error).message) })
       await meta.close()
@@ -118,9 +138,25 @@ export async function startNode (options: StartOptions): Promise<RunningNode> {
       copies: (await readPolicy(home.dir)).copies,
       underReplicated: await store.underReplicated(),
       peers: network?.peers() ?? [],
-      listen: network?.addrs() ?? []
+      listen: network?.addrs() ?? [],
+      sync: syncStatusNow()
     }
   }
+
+  const syncStatusNow = (): SyncReport => ({
+    head: volumeSync.engine.head(),
+    waiting: volumeSync.engine.waiting(),
+    conflicts: volumeSync.engine.conflicts().length,
+    peers: syncer?.status() ?? []
+  })
+  const syncStatus = async (wait?: { timeoutMs: number }): Promise<SyncReport> => {
+    if (wait !== undefined) {
+      if (syncer === undefined) offline()
+      await syncer?.waitForSync(wait.timeoutMs)
+    }
+    return syncStatusNow()
+  }
+  const conflicts = async (): Promise<ConflictReport[]> => volumeSync.conflicts()
 
   const offline = (): never => { throw new BazilError(ErrorCode.UNAVAILABLE, 'this node runs offline (started with --offline)') }
   const peers = async (): Promise<PeerInfo[]> => network?.peers() ?? []
@@ -198,7 +234,7 @@ export async function startNode (options: StartOptions): Promise<RunningNode> {
   const check = async (checkOptions?: { signal?: AbortSignal }): Promise<CheckReport> =>
     await checkVolume(volume, cas, checkOptions)
 
-  return { volume, closed, stop, status, check, storeAdd, storeList, storeRemove, storePolicy, get, push, peers, invite, peersRemove }
+  return { volume, closed, stop, status, check, storeAdd, storeList, storeRemove, storePolicy, get, push, peers, invite, peersRemove, syncStatus, conflicts }
 }
 
 /** Staging files of a previous run hold nothing committed: remove them. */

@@ -42,7 +42,8 @@ export interface BazilMount {
   /** SIGKILLs the daemon and waits until it is gone; leaves the dead mount in place. */
   kill9: () => Promise<void>
   /** stop() if running, then start(). */
-  restart: () => Promise<void>
+  /** Stops and starts again; `offline` starts it with --offline (no network at all). */
+  restart: (options?: { offline?: boolean }) => Promise<void>
   /** Stops, unmounts and forgets the volume (what the registered cleanup runs). */
   dispose: () => Promise<void>
 }
@@ -277,9 +278,9 @@ export async function startBazil (options: StartBazilOptions = {}): Promise<Bazi
     return state.pid
   }
 
-  const start = async (): Promise<void> => {
+  const start = async (startOptions: { offline?: boolean } = {}): Promise<void> => {
     // Loopback only and no mDNS: single-node tests send nothing onto the machine's networks.
-    await must(['start', '--mount', mount, ...(options.startArgs ?? ['--listen', '/ip4/127.0.0.1/tcp/0', '--no-mdns'])])
+    await must(['start', '--mount', mount, ...(options.startArgs ?? ['--listen', '/ip4/127.0.0.1/tcp/0', '--no-mdns']), ...(startOptions.offline === true ? ['--offline'] : [])])
     if (!isMounted(mount)) throw new Error(`bazil start returned but ${mount} is not mounted`)
     await pid()
   }
@@ -326,7 +327,7 @@ export async function startBazil (options: StartBazilOptions = {}): Promise<Bazi
     start,
     stop,
     kill9,
-    restart: async () => { await stop(); await start() },
+    restart: async (startOptions) => { await stop(); await start(startOptions) },
     dispose
   }
   registerCleanup(dispose)

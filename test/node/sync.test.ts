@@ -1,0 +1,90 @@
+/**
+ * Sync between two of your devices, as two real daemons on loopback (issue 4): B joins A; a
+ * tree written on A appears on B through the mount, content fetched lazily from A; changes on
+ * B come back; a file edited on both while B is stopped ends as the file and a conflict copy
+ * on both, listed by `bazil conflicts` and settled by deleting the copy; and a daemon restarted
+ * keeps its sync state (nothing is sent twice, nothing lost).
+ */
+import { randomBytes } from 'node:crypto'
+import { mkdir, readFile, readdir, rename, rm, stat, writeFile } from 'node:fs/promises'
+import { join } from 'node:path'
+import { describe, expect, it } from 'vitest'
+import type { ConflictReport, SyncReport } from '../../src/node/api.ts'
+import { requireFuse, startBazil, testTarget } from '../helpers/mount.ts'
+import type { BazilMount, RunResult } from '../helpers/mount.ts'
+import { tmpDir } from '../helpers/tmp.ts'
+
+const kind = testTarget()
+
+function json<T> (result: RunResult): T {
+  if (result.code !== 0) throw new Error(`exit ${String(result.code)}: ${result.stderr}`)
+  return JSON.parse(result.stdout) as T
+}
+
+async function syncWait (...nodes: BazilMount[]): Promise<void> {
+  for (const node of nodes) {
+    const report = json<SyncReport>(await node.run(['sync', '--wait', '--timeout', '60', '--json']))
+    expect(report.peers.filter(p => p.connected).length).toBeGreaterThan(0)
+  }
+}
+
+async function pairedPair (): Promise<{ a: BazilMount, b: BazilMount }> {
+  const a = await startBazil()
+  const { code } = json<{ code: string }>(await a.run(['invite', '--json']))
+  const bHome = join(await tmpDir('bazil-sync-b-'), 'home')
+  json(await a.run(['--home', bHome, 'join', code, '--json']))
+  const b = await startBazil({ home: bHome })
+  return { a, b }
+}
+
+describe.runIf(kind === 'bazil' && requireFuse('bazil'))('sync between two daemons', () => {
+  it('carries a tree from A to B and changes back, content fetched from the peer on read', async () => {
+    const { a, b } = await pairedPair()
+    const big = randomBytes(3 * 1024 * 1024 + 11)
+    await mkdir(join(a.mount, 'docs/deep'), { recursive: true })
+    await writeFile(join(a.mount, 'docs/deep/big.bin'), big)
+    await writeFile(join(a.mount, 'docs/note.txt'), 'hello from A')
+    await syncWait(a, b)
+    expect(await readFile(join(b.mount, 'docs/note.txt'), 'utf8')).toBe('hello from A')
+    expect((await readFile(join(b.mount, 'docs/deep/big.bin'))).equals(big)).toBe(true)
+    expect((await stat(join(b.mount, 'docs/deep/big.bin'))).size).toBe(big.length)
+
+    await writeFile(join(b.mount, 'docs/note.txt'), 'edited on B')
+    await rename(join(b.mount, 'docs/deep'), join(b.mount, 'moved'))
+    await syncWait(b, a)
+    expect(await readFile(join(a.mount, 'docs/note.txt'), 'utf8')).toBe('edited on B')
+    expect((await readFile(join(a.mount, 'moved/big.bin'))).equals(big)).toBe(true)
+    expect(await readdir(join(a.mount, 'docs'))).toEqual(['note.txt'])
+  })
+
+  it('keeps both versions of a file edited on both sides while apart, and settles when the copy is deleted', async () => {
+    const { a, b } = await pairedPair()
+    await writeFile(join(a.mount, 'report.txt'), 'base')
+    await syncWait(a, b)
+    expect(await readFile(join(b.mount, 'report.txt'), 'utf8')).toBe('base')
+    await b.stop()
+    await writeFile(join(a.mount, 'report.txt'), 'version A')
+    await b.restart({ offline: true })
+    await writeFile(join(b.mount, 'report.txt'), 'version B')
+    await b.stop()
+    await b.restart()
+    await syncWait(a, b)
+    await syncWait(a, b)
+    const names = (await readdir(a.mount)).sort()
+    expect(names).toHaveLength(2)
+    expect((await readdir(b.mount)).sort()).toEqual(names)
+    const texts = await Promise.all(names.map(async n => await readFile(join(a.mount, n), 'utf8')))
+    expect(texts.sort()).toEqual(['version A', 'version B'])
+    const conflicts = json<ConflictReport[]>(await a.run(['conflicts', '--json']))
+    expect(conflicts).toHaveLength(1)
+    expect(conflicts[0]?.path).toMatch(/^\/report\.sync-conflict-\d{8}-\d{6}-[0-9a-z]+\.txt$/)
+    expect(conflicts[0]?.original).toBe('/report.txt')
+    expect((await a.run(['conflicts'])).stdout).toContain('report.sync-conflict-')
+
+    await rm(join(b.mount, (conflicts[0]?.path as string).slice(1)))
+    await syncWait(b, a)
+    expect(await readdir(a.mount)).toEqual(['report.txt'])
+    expect(json<ConflictReport[]>(await a.run(['conflicts', '--json']))).toEqual([])
+    expect(json<ConflictReport[]>(await b.run(['conflicts', '--json']))).toEqual([])
+  })
+})
