@@ -84,7 +84,11 @@ export class FanoutStore implements KV, KVHas {
   private readonly members: Member[]
   private readonly options: Required<Omit<FanoutOptions, 'validate'>> & Pick<FanoutOptions, 'validate'>
 
-  constructor (members: FanoutMember[], options: FanoutOptions = {}) {
+  /**
+   * `previous`: a fan-out this one replaces (stores added or removed); members with the same
+   * name keep their measurements, breaker and counters, so the order learned is not lost.
+   */
+  constructor (members: FanoutMember[], options: FanoutOptions = {}, previous?: FanoutStore) {
     if (members.length === 0) throw new BazilError(ErrorCode.INVALID, 'a fan-out needs at least one store')
     this.options = {
       minStaggerMs: options.minStaggerMs ?? 2,
@@ -95,7 +99,15 @@ export class FanoutStore implements KV, KVHas {
       typicalBytes: options.typicalBytes ?? 256 * 1024,
       validate: options.validate
     }
-    this.members = members.map(m => ({
+    const kept = new Map(previous?.members.map(m => [m.name, m]))
+    this.members = members.map(m => {
+      const old = kept.get(m.name)
+      return old !== undefined ? { ...m, estimator: old.estimator, counters: old.counters, breaker: old.breaker } : this.fresh(m)
+    })
+  }
+
+  private fresh (m: FanoutMember): Member {
+    return {
       ...m,
       estimator: new Estimator(),
       counters: { requests: 0, staggered: 0, wins: 0, cancelled: 0, corrupt: 0, repaired: 0 },
@@ -103,7 +115,7 @@ export class FanoutStore implements KV, KVHas {
         halfOpenAfter: this.options.halfOpenAfterMs,
         breaker: new ConsecutiveBreaker(this.options.breakAfter)
       })
-    }))
+    }
   }
 
   status (): MemberStatus[] {

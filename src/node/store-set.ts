@@ -95,7 +95,7 @@ export class StoreSet implements KV, KVHas, KVFlush {
       ...this.peers
     ]
     // Checking every copy costs a second decryption: only worth it when copies come from elsewhere.
-    this.fanout = new FanoutStore(members, members.length > 1 ? { validate: this.validate } : {})
+    this.fanout = new FanoutStore(members, members.length > 1 ? { validate: this.validate } : {}, this.fanout)
   }
 
   /** The store named `name` (the local one included). */

@@ -51,4 +51,21 @@ describe('FanoutStore counters', () => {
     expect(counters(fanout, 'bad')).toEqual({ requests: 1, staggered: 0, wins: 0, cancelled: 0, corrupt: 1, repaired: 1 })
     expect(await bad.get(key)).toEqual(good)
   })
+
+  it('survive a rebuild for the stores that remain (a store added or removed)', async () => {
+    const slow = new SlowStore()
+    const fast = new SlowStore()
+    await slow.put(key, good)
+    await fast.put(key, good)
+    slow.delayMs = 2000
+    const first = new FanoutStore([{ name: 'slow', kv: slow }, { name: 'fast', kv: fast }], { initialStaggerMs: 10 })
+    expect(await first.get(key)).toEqual(good)
+    const other = new MemoryStore()
+    const second = new FanoutStore([{ name: 'slow', kv: slow }, { name: 'fast', kv: fast }, { name: 'other', kv: other }], { initialStaggerMs: 10 }, first)
+    expect(counters(second, 'fast')).toEqual(counters(first, 'fast'))
+    // What was learned holds: the fast store is asked first now, and alone.
+    expect(await second.get(key)).toEqual(good)
+    expect(counters(second, 'slow')).toMatchObject({ requests: 1 })
+    expect(counters(second, 'fast')).toMatchObject({ requests: 2, wins: 2 })
+  })
 })
