@@ -16,7 +16,9 @@
  *   keeps the name; the other becomes a conflict copy next to it, whose id, name and clock are
  *   functions of the two versions, so every replica makes the same copy. Directories keep the
  *   later version's attributes and place (nothing to copy: their children are entries too).
- * - modify/delete: the live version wins (no write is ever lost to a delete).
+ * - modify/delete: the live version wins (no write is ever lost to a delete), as a new version
+ *   made by the replica that decides (resolveNew); replicas deciding the same case merge their
+ *   identical results.
  * - two entries wanting one name (e.g. both devices created `notes.txt`): the smaller id keeps
  *   it, the others are shown as `NAME.sync-conflict-<id>` until renamed (their record keeps
  *   the wanted name, so the choice is remade wherever the group changes).
@@ -295,10 +297,12 @@ export class SyncEngine {
       case 'conflict':
         report.conflicts++
         if (action.kind === 'modify/delete') {
-          // The live version wins; its clock covers what both sides knew.
-          const live = record.data !== undefined ? record : { id: record.id, clock: localClock, data: local?.data }
-          const clock: Clock = { sync: merge(localClock.sync, record.clock.sync), mod: live.clock.mod, create: live.clock.create }
-          this.#take(record.id, { clock, data: live.data }, report)
+          // The live version wins, as a new version: keeping its old clock would carry the
+          // deletion's knowledge of other versions into it (replicas could then each keep a
+          // different version, each "knowing" the other's). Two replicas resolving the same
+          // case make two new versions of the same data, which later merge as identical.
+          const data = record.data ?? local?.data
+          this.#take(record.id, { clock: resolveNew(localClock, record.clock, this.self, this.#tick()), data }, report)
           return
         }
         this.#modifyModify(record, local as EntrySync, report)

@@ -210,7 +210,15 @@ describe('sync engine', () => {
 
 describe('randomized convergence', () => {
   it('three replicas, random operations and partial syncs, then all meet: identical trees, no current version lost', () => {
-    const seed = testSeed()
+    // BAZIL_SYNC_SWEEP=N runs N seeds from the first (for hunting bugs; CI runs one).
+    const first = testSeed()
+    const sweep = Number(process.env.BAZIL_SYNC_SWEEP ?? '1')
+    for (let i = 0; i < sweep; i++) randomRun((first + i) >>> 0)
+  })
+})
+
+function randomRun (seed: number): void {
+  {
     const rng = createRng(seed)
     const replicas = trio()
     let serial = 0
@@ -270,8 +278,8 @@ describe('randomized convergence', () => {
       const superseded = final !== undefined && (final.data === undefined || final.data.content?.root !== v.content) && seen
       expect(superseded, `seed ${seed}: ${v.replica.name}'s version of ${v.id} is lost`).toBe(true)
     }
-  })
-})
+  }
+}
 
 /** With BAZIL_SYNC_DEBUG set: what differs between the replicas' trees, with the records. */
 function debugDiff (replicas: Replica[]): void {
