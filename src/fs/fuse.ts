@@ -248,11 +248,19 @@ function capabilityFastPath (BazilFuse: BazilFuseClass, volume: VolumeOps): Capa
   const update = (): void => {
     BazilFuse.bazilNoCapability(capabilityAsked.size > 0 && ![...capabilityAsked.values()].includes(true))
   }
-  capabilityAsked.set(token, volume.hasXattr?.(CAPABILITY) ?? true)
+  // Without watchXattr, a change made behind the edge (sync) could add the attribute unseen.
+  capabilityAsked.set(token, volume.watchXattr === undefined || (volume.hasXattr?.(CAPABILITY) ?? true))
   update()
+  let released = false
+  const needed = (): void => {
+    if (released) return
+    capabilityAsked.set(token, true)
+    update()
+  }
+  volume.watchXattr?.(CAPABILITY, needed)
   return {
-    needed: () => { capabilityAsked.set(token, true); update() },
-    release: () => { capabilityAsked.delete(token); update() }
+    needed,
+    release: () => { released = true; capabilityAsked.delete(token); update() }
   }
 }
 let loading: Promise<BazilFuseClass> | undefined

@@ -65,6 +65,7 @@ export class Change {
   putEntry (entry: Entry): void {
     this.meta.entries.set(entry.ino, entry)
     this.touched.set(entry.ino, entry.id)
+    if (entry.xattrs !== undefined) this.meta.onXattrs?.(entry)
     this.ops.push({ type: 'put', key: `e:${entry.ino}`, value: JSON.stringify(entry) })
   }
 
@@ -118,6 +119,8 @@ export class MetaStore {
    * above can add its own keys to the batch (sync: clocks and the change log).
    */
   beforeCommit: ((change: Change) => void) | undefined
+  /** Called for every entry put with extended attributes, whoever changes it (see Volume.watchXattr). */
+  onXattrs: ((entry: Entry) => void) | undefined
   private nextIno = ROOT_INO + 1
   /** Changes in the log and not yet in level, in order. */
   private pending: BatchOp[] = []

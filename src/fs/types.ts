@@ -77,4 +77,6 @@ export interface VolumeOps {
    * assumes yes (and asks the volume for security.capability before every write).
    */
   hasXattr?: (name: string) => boolean
+  /** Calls `seen` whenever an entry gets the attribute `name`, by any writer (optional too). */
+  watchXattr?: (name: string, seen: () => void) => void
 }

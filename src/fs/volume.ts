@@ -368,6 +368,18 @@ export class Volume implements VolumeOps {
     return false
   }
 
+  /**
+   * Calls `seen` (synchronously, before the change is visible to anyone) whenever an entry gets
+   * the attribute `name`, by any writer: setxattr, or sync applying a peer's change.
+   */
+  watchXattr (name: string, seen: () => void): void {
+    const previous = this.meta.onXattrs
+    this.meta.onXattrs = entry => {
+      previous?.(entry)
+      if (entry.xattrs?.[name] !== undefined) seen()
+    }
+  }
+
   async listxattr (path: string): Promise<string[]> {
     return Object.keys(this.meta.get(this.resolve(path)).xattrs ?? {})
   }

@@ -146,4 +146,23 @@ describe('Volume (no FUSE)', () => {
     await volume.removexattr('/f', 'user.a')
     await expect(volume.getxattr('/f', 'user.a')).rejects.toSatisfy(code('NO_ATTR'))
   })
+
+  it('tells a watcher when any writer gives an entry an attribute (the FUSE edge answers security.capability by it)', async () => {
+    const { volume } = await openTestVolume()
+    await writeFile(volume, '/f', Buffer.from('x'))
+    expect(volume.hasXattr('security.capability')).toBe(false)
+    let seen = 0
+    volume.watchXattr('security.capability', () => { seen++ })
+    await volume.setxattr('/f', 'user.other', Buffer.from('1'), 0)
+    expect(seen).toBe(0)
+    await volume.setxattr('/f', 'security.capability', Buffer.from('cap'), 0)
+    expect(seen).toBe(1)
+    expect(volume.hasXattr('security.capability')).toBe(true)
+    // A change made behind the volume's own operations (as sync applies a peer's) counts too.
+    const change = volume.meta.change()
+    const entry = volume.meta.get(volume.resolve('/f'))
+    change.putEntry({ ...entry, xattrs: { ...entry.xattrs, 'security.capability': Buffer.from('other').toString('base64') } })
+    await volume.meta.commit(change)
+    expect(seen).toBe(2)
+  })
 })
