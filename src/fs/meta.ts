@@ -266,6 +266,7 @@ export class MetaStore {
 
   /** Values of the keys starting with `prefix` (a layer above reading its own state at start). */
   async * scan (prefix: string): AsyncGenerator<[string, string]> {
+    await this.writeBatch(false) // level lags the log: let it catch up first
     for await (const entry of this.db.iterator({ gte: prefix, lt: prefix + '\uffff' })) yield entry
   }
 

@@ -75,4 +75,17 @@ describe('MetaStore', () => {
     expect(again.get(5).mode).toBe(S_IFREG | 199)
     await again.close()
   })
+
+  it('scans keys of a layer above that are still only in the log', async () => {
+    const dir = await tmpDir()
+    const meta = await MetaStore.open(dir, owner)
+    const change = meta.change()
+    change.putEntry(fileEntry(5))
+    change.put('s:a', '1')
+    await meta.commit(change)
+    const seen: Array<[string, string]> = []
+    for await (const kv of meta.scan('s:')) seen.push(kv)
+    expect(seen).toEqual([['s:a', '1']])
+    await meta.close()
+  })
 })
