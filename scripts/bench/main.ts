@@ -14,12 +14,13 @@ import type { BenchContext, BenchRun } from './context.ts'
 import { blockExchangeRun } from './block-exchange.ts'
 import { fsRun } from './fs.ts'
 import { remoteStoresRun } from './remote-stores.ts'
+import { syncRun } from './sync.ts'
 import { machineFacts } from './machine.ts'
 import { writeSections, type Section } from './report.ts'
 import { TARGET_NAMES, type TargetName } from './targets.ts'
 
 /** Every run, in the order they run and appear. Later issues add block exchange, sync, stores. */
-const RUNS: BenchRun[] = [fsRun, blockExchangeRun, remoteStoresRun]
+const RUNS: BenchRun[] = [fsRun, blockExchangeRun, syncRun, remoteStoresRun]
 
 const REPO_ROOT = fileURLToPath(new URL('../..', import.meta.url))
 
