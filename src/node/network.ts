@@ -24,6 +24,8 @@ import type { Home } from './home.ts'
 import { logger } from '../util/log.ts'
 
 const log = logger('bazil:network')
+/** Addresses remembered per paired peer (the trust store's own bound is higher). */
+const MAX_REMEMBERED_ADDRS = 8
 
 export interface NetworkOptions {
   /** Listen multiaddrs (default: all interfaces, port 4011, falling back to any free port). */
@@ -90,6 +92,16 @@ export async function startNetwork (home: Home, local: KV & KVHas, options: Netw
         onFailed: (peerId, err) => { log('a pairing attempt from %s failed: %s', peerId, err.message) }
       })
     }
+  })
+  // A paired peer's current listen addresses (identify) replace the ones remembered, so this
+  // node can dial it after either side restarts on another port or address.
+  node.libp2p.addEventListener('peer:identify', evt => {
+    const id = evt.detail.peerId.toString()
+    const known = trust.get(id)
+    if (known === undefined) return
+    const addrs = evt.detail.listenAddrs.map(String).filter(a => !a.includes('/p2p-circuit')).slice(0, MAX_REMEMBERED_ADDRS)
+    if (addrs.length === 0 || addrs.join(' ') === known.addrs.join(' ')) return
+    trust.add({ ...known, addrs }).catch((err: unknown) => { log('remembering the addresses of %s: %s', id, (err as Error).message) })
   })
   const connectListeners: Array<(peerId: string) => void> = []
   node.libp2p.addEventListener('peer:connect', evt => {
