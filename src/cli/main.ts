@@ -111,6 +111,10 @@ export function buildProgram (setExitCode: (code: number) => void): Command {
     .description('forget a paired device: it gets nothing from this one any more')
     .option('--json', 'print the remaining peers as JSON')
     .action(run(async command => await (await peerCommands()).peersRemoveCommand(globals(command), command.args[0] as string, command.optsWithGlobals<JsonOption>())))
+  peers.command('rename <peer-id> <name>')
+    .description('give a paired device another name (shown by bazil peers and status)')
+    .option('--json', 'print the peers as JSON')
+    .action(run(async command => await (await peerCommands()).peersRenameCommand(globals(command), command.args[0] as string, command.args[1] as string, command.optsWithGlobals<JsonOption>())))
 
   const store = program.command('store').description("the volume's other stores: where its content is replicated and read from")
   store.command('add <name> <url>')

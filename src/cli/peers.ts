@@ -71,6 +71,13 @@ export async function peersRemoveCommand (global: GlobalOptions, peerId: string,
   return ExitCode.OK
 }
 
+export async function peersRenameCommand (global: GlobalOptions, peerId: string, name: string, options: JsonOption): Promise<number> {
+  const peers = await withDaemon(global, async client => await client.peersRename(peerId, name))
+  if (options.json === true) printJson(peers)
+  else print(`Renamed ${peerId} to ${name}.\n${formatPeers(peers)}`)
+  return ExitCode.OK
+}
+
 export function formatPeers (peers: PeerInfo[]): string {
   if (peers.length === 0) return 'No paired or nearby devices. Pair one with `bazil invite` here and `bazil join CODE` there.'
   const rows = peers.map(p => [

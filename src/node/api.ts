@@ -141,6 +141,8 @@ export interface NodeApi {
   invite: (ttlMs?: number) => Promise<{ code: string, expiresAt: number }>
   /** Forgets a paired peer; NOT_FOUND if it was not paired. */
   peersRemove: (peerId: string) => Promise<PeerInfo[]>
+  /** Renames a paired peer (its name is the hostname at pairing time until then). */
+  peersRename?: (peerId: string, name: string) => Promise<PeerInfo[]>
   /** Sync state per paired peer; with `wait`, first waits until every connected peer is caught up (TIMEOUT). */
   syncStatus?: (wait?: { timeoutMs: number }) => Promise<SyncReport>
   /** Conflict copies and entries shown under another name, with their paths. */

@@ -42,6 +42,7 @@ export interface ControlClient extends NodeApi {
   peers: (options?: CallOptions) => Promise<PeerInfo[]>
   invite: (ttlMs?: number, options?: CallOptions) => Promise<{ code: string, expiresAt: number }>
   peersRemove: (peerId: string, options?: CallOptions) => Promise<PeerInfo[]>
+  peersRename: (peerId: string, name: string, options?: CallOptions) => Promise<PeerInfo[]>
   storeRemove: (name: string, options?: CallOptions) => Promise<StoreInfo[]>
   storePolicy: (setting?: string, options?: CallOptions) => Promise<PolicyReport>
   syncStatus: (wait?: { timeoutMs: number }, options?: CallOptions) => Promise<SyncReport>
@@ -152,6 +153,10 @@ async function dispatch (api: NodeApi, request: Request, signal: AbortSignal, on
     case 'peers': return await api.peers()
     case 'invite': return await api.invite(typeof request.params?.ttlMs === 'number' ? request.params.ttlMs : undefined)
     case 'peersRemove': return await api.peersRemove(stringParam(request, 'peerId'))
+    case 'peersRename': {
+      if (api.peersRename === undefined) throw new BazilError(ErrorCode.NOT_SUPPORTED, 'this node cannot rename peers')
+      return await api.peersRename(stringParam(request, 'peerId'), stringParam(request, 'name'))
+    }
     case 'storeRemove': return await api.storeRemove(stringParam(request, 'name'))
     case 'storePolicy': {
       if (api.storePolicy === undefined) throw new BazilError(ErrorCode.NOT_SUPPORTED, 'this node has no replication policy')
@@ -345,6 +350,7 @@ export async function connectControl (socketPath: string, options: { connectTime
     peers: async (o = {}) => await call<PeerInfo[]>('peers', {}, o, CONTROL_CALL_TIMEOUT_MS),
     invite: async (ttlMs, o = {}) => await call<{ code: string, expiresAt: number }>('invite', ttlMs === undefined ? {} : { ttlMs }, o, CONTROL_CALL_TIMEOUT_MS),
     peersRemove: async (peerId, o = {}) => await call<PeerInfo[]>('peersRemove', { peerId }, o, CONTROL_CALL_TIMEOUT_MS),
+    peersRename: async (peerId, name, o = {}) => await call<PeerInfo[]>('peersRename', { peerId, name }, o, CONTROL_CALL_TIMEOUT_MS),
     storeRemove: async (name, o = {}) => await call<StoreInfo[]>('storeRemove', { name }, o, CONTROL_STOP_TIMEOUT_MS),
     storePolicy: async (setting, o = {}) => await call<PolicyReport>('storePolicy', setting === undefined ? {} : { setting }, o, CONTROL_STOP_TIMEOUT_MS),
     syncStatus: async (wait, o = {}) => await call<SyncReport>('syncStatus', wait === undefined ? {} : { timeoutMs: wait.timeoutMs }, o, wait === undefined ? CONTROL_CALL_TIMEOUT_MS : wait.timeoutMs + CONTROL_CALL_TIMEOUT_MS),

@@ -94,6 +94,7 @@ export async function runForeground (options: DaemonOptions & { onReady?: () => 
       peers: async () => await node.peers(),
       invite: async ttlMs => await node.invite(ttlMs),
       peersRemove: async peerId => await node.peersRemove(peerId),
+      ...(node.peersRename !== undefined ? { peersRename: node.peersRename } : {}),
       ...(node.syncStatus !== undefined ? { syncStatus: node.syncStatus } : {}),
       ...(node.conflicts !== undefined ? { conflicts: node.conflicts } : {})
     }, home.socketPath)

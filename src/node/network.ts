@@ -47,6 +47,7 @@ export interface Network {
   peers: () => PeerReport[]
   invite: (ttlMs?: number) => { code: string, expiresAt: number }
   removePeer: (peerId: string) => Promise<boolean>
+  renamePeer: (peerId: string, name: string) => Promise<void>
   /** Read-only stores over block exchange, one per paired peer. */
   peerStores: () => Array<{ name: string, kv: KV & KVHas }>
   onPeersChanged: (listener: () => void) => void
@@ -132,6 +133,10 @@ export async function startNetwork (home: Home, local: KV & KVHas, options: Netw
         changed()
       }
       return removed
+    },
+    renamePeer: async (peerId, name) => {
+      await trust.rename(peerId, name)
+      changed()
     },
     peerStores: () => trust.list().map(peer => ({
       name: `peer:${peer.name}`,

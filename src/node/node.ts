@@ -166,6 +166,11 @@ export async function startNode (options: StartOptions): Promise<RunningNode> {
     return await peers()
   }
 
+  const peersRename = async (peerId: string, name: string): Promise<PeerInfo[]> => {
+    await (network ?? offline()).renamePeer(peerId, name)
+    return await peers()
+  }
+
   const storeList = async (): Promise<StoreInfo[]> => {
     const configs = await readStores(home.dir)
     const health = new Map(store.status().map(s => [s.name, s]))
@@ -234,7 +239,7 @@ export async function startNode (options: StartOptions): Promise<RunningNode> {
   const check = async (checkOptions?: { signal?: AbortSignal }): Promise<CheckReport> =>
     await checkVolume(volume, cas, checkOptions)
 
-  return { volume, closed, stop, status, check, storeAdd, storeList, storeRemove, storePolicy, get, push, peers, invite, peersRemove, syncStatus, conflicts }
+  return { volume, closed, stop, status, check, storeAdd, storeList, storeRemove, storePolicy, get, push, peers, invite, peersRemove, peersRename, syncStatus, conflicts }
 }
 
 /** Staging files of a previous run hold nothing committed: remove them. */

@@ -15,7 +15,8 @@ export async function snapshot (root: string, options: { content?: boolean } = {
     for (const name of (await readdir(dir)).sort()) {
       const path = join(dir, name)
       const rel = `${prefix}/${name}`
-      const st = await lstat(path)
+      const st = await statOnce(path)
+      if (st === undefined) continue // removed since readdir (sync is running)
       if (st.isDirectory()) {
         out[rel] = 'dir'
         await walk(path, rel)
@@ -28,6 +29,24 @@ export async function snapshot (root: string, options: { content?: boolean } = {
   }
   await walk(root, '')
   return out
+}
+
+/**
+ * lstat, with what sync running underneath may cause: ENOENT (removed since readdir: undefined)
+ * and one EIO when sync replaced a name by an entry of another type while the kernel cached
+ * the old inode (the kernel drops it, and the retry looks the name up again; see
+ * ARCHITECTURE.md, known limits).
+ */
+async function statOnce (path: string): Promise<Awaited<ReturnType<typeof lstat>> | undefined> {
+  for (let attempt = 0; ; attempt++) {
+    try {
+      return await lstat(path)
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code
+      if (code === 'ENOENT') return undefined
+      if (code !== 'EIO' || attempt > 0) throw err
+    }
+  }
 }
 
 /** Digests of every file's content in a snapshot. */

@@ -1,7 +1,8 @@
 /**
  * Two of your devices, as two daemons on loopback: A makes an invite code, a fresh data dir
  * joins with it (receiving A's owner secret and volume), both list each other as paired and
- * connected in `bazil peers`, a replayed code is refused, and `peers remove` forgets a device.
+ * connected in `bazil peers`, a replayed code is refused, `peers rename` names a device and
+ * `peers remove` forgets one.
  */
 import { describe, expect, it } from 'vitest'
 import { requireFuse, startBazil, testTarget } from '../helpers/mount.ts'
@@ -45,6 +46,11 @@ describe.runIf(kind === 'bazil' && requireFuse('bazil'))('pairing two devices', 
     const fromB = (JSON.parse((await b.run(['peers', '--json'])).stdout) as PeerInfo[]).find(p => p.peerId === aStatus.peerId)
     expect(fromB?.paired).toBe(true)
     expect((await a.run(['peers'])).stdout).toContain('paired')
+    const renamed = await a.run(['peers', 'rename', bStatus.peerId, 'laptop', '--json'])
+    expect(renamed.code, renamed.stderr).toBe(0)
+    expect((JSON.parse(renamed.stdout) as PeerInfo[]).find(p => p.peerId === bStatus.peerId)?.name).toBe('laptop')
+    expect((await a.run(['peers'])).stdout).toContain('laptop')
+    expect((await a.run(['peers', 'rename', bStatus.peerId, ''])).code).not.toBe(0)
 
     const removed = await a.run(['peers', 'remove', bStatus.peerId, '--json'])
     expect(removed.code, removed.stderr).toBe(0)
