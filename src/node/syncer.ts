@@ -17,6 +17,12 @@ const log = logger('bazil:syncer')
 
 /** Local changes within this window go out in one announcement. */
 export const ANNOUNCE_DEBOUNCE_MS = 30
+/**
+ * While local changes keep coming (a copy of many files), announcements go out at most this
+ * often: each one makes every peer pull (two streams and an applied batch), and at one per
+ * debounce window those pulls cost the writer more than the records themselves.
+ */
+export const ANNOUNCE_BURST_MS = 250
 /** Every connected paired peer is asked for its head this often, whatever else happens. */
 export const SYNC_ROUND_MS = 10_000
 /** While records are held (files open for writing), they are retried this often. */
@@ -59,6 +65,7 @@ export class Syncer {
   readonly #deps: SyncerDeps
   readonly #peers = new Map<string, PeerState>()
   #announceTimer: NodeJS.Timeout | undefined
+  #lastAnnounceAt = 0
   #roundTimer: NodeJS.Timeout | undefined
   #heldTimer: NodeJS.Timeout | undefined
   #stopped = false
@@ -166,10 +173,15 @@ export class Syncer {
 
   #scheduleAnnounce (): void {
     if (this.#announceTimer !== undefined || this.#stopped) return
+    // A change after a quiet spell goes out after the debounce; one during a burst waits for
+    // the burst interval since the last announcement.
+    const sinceLast = Date.now() - this.#lastAnnounceAt
+    const delay = Math.max(ANNOUNCE_DEBOUNCE_MS, ANNOUNCE_BURST_MS - sinceLast)
     this.#announceTimer = setTimeout(() => {
       this.#announceTimer = undefined
+      this.#lastAnnounceAt = Date.now()
       for (const peer of this.#deps.connectedPeers()) this.#announceTo(peer)
-    }, ANNOUNCE_DEBOUNCE_MS)
+    }, delay)
   }
 
   #announceTo (peer: string): void {
@@ -212,6 +224,10 @@ export class Syncer {
         const last = page.records.at(-1)?.seq as number
         const report = await sync.apply(peer, records, last)
         log('applied %d of %d records from %s (%d conflicts, %d waiting)', report.applied, records.length, peer, report.conflicts, report.held)
+        // The page reached the head the peer had when it answered: what it logs later, it
+        // announces. Asking again at once would make a peer that is busy writing serve one
+        // pull after another, each a few records.
+        if (last >= page.head) break
       }
       state.lastSyncAt = new Date().toISOString()
       delete state.lastError
