@@ -168,6 +168,19 @@ function verdict (c: Case, st: number, bz: number): string {
   return bz / st <= limit ? 'PASS' : 'MISS'
 }
 
+/** Rates of the write on A and the read on B: MiB/s for the big file, ms per file for small ones. */
+function rates (c: Case, timing: Timing, sizes: typeof SIZES.full): string[] {
+  const seconds = (name: string): number | undefined => timing.phases.find(([n]) => n === name)?.[1]
+  const out: string[] = []
+  for (const [phase, label] of [['write on A', 'write'], ['read on B', 'read on B']] as const) {
+    const s = seconds(phase)
+    if (s === undefined) continue
+    if (c.id === 'big') out.push(`${label} ${(sizes.big / MiB / s).toFixed(0)} MiB/s`)
+    if (c.id === 'small') out.push(`${label} ${(s * 1000 / sizes.small).toFixed(2)} ms per file`)
+  }
+  return out
+}
+
 function report (context: BenchContext, sizes: typeof SIZES.full, versions: string, cases: Case[], errors: string[]): string {
   const rows = cases.map(c => {
     const st = median(c.results.syncthing)
@@ -179,8 +192,9 @@ function report (context: BenchContext, sizes: typeof SIZES.full, versions: stri
   const phases = cases.flatMap(c => (['syncthing', 'bazil'] as const).map(system => {
     const all = c.results[system] ?? []
     const m = median(all)
+    const notes = [...(m === undefined ? [] : rates(c, m, sizes)), ...(m?.note !== undefined ? [m.note] : [])]
     return [`${c.name}: ${system}`, m === undefined ? 'n/a' : m.phases.map(([n, s]) => `${n} ${s.toFixed(2)}`).join(' · '),
-      all.length > 1 ? all.map(t => total(t).toFixed(2)).join(' / ') : '', m?.note ?? '']
+      all.length > 1 ? all.map(t => total(t).toFixed(2)).join(' / ') : '', notes.join('; ')]
   }))
   const lines = [
     '## Sync to a peer (issue 4)',
