@@ -120,9 +120,10 @@ export function formatStores (stores: StoreInfo[]): string {
     s.latencyMs === undefined ? '-' : `${s.latencyMs.toFixed(1)} ms`,
     s.bytesPerMs === undefined ? '-' : `${humanBytes(s.bytesPerMs * 1000)}/s`,
     s.pending === 0 ? '-' : `${formatCount(s.pending)} to copy`,
+    s.objects === undefined ? '-' : `${formatCount(s.objects)} / ${humanBytes(s.bytes ?? 0)}`,
     s.url + (s.lastError !== undefined ? `  (last error: ${s.lastError})` : '')
   ])
-  const header = ['name', 'state', 'latency', 'throughput', 'backlog', 'url']
+  const header = ['name', 'state', 'latency', 'throughput', 'backlog', 'holds', 'url']
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map(r => (r[i] as string).length)))
   return [header, ...rows].map(r => r.map((c, i) => i === r.length - 1 ? c : c.padEnd(widths[i] as number)).join('  ')).join('\n')
 }

@@ -58,6 +58,9 @@ export interface StoreInfo {
   latencyMs?: number
   bytesPerMs?: number
   pending: number
+  /** What the store holds (sealed objects and bytes), when it can tell within STORE_STAT_TIMEOUT_MS. */
+  objects?: number
+  bytes?: number
   lastError?: string
   /** Since the daemon started: gets sent, staggered, won, cancelled, corrupt copies, repairs. */
   counters?: StoreCounters

@@ -6,6 +6,7 @@
 import { readdir, rm } from 'node:fs/promises'
 import { join } from 'node:path'
 import { LocalStore } from '../kv/local.ts'
+import { hasCapability } from '../kv/kv.ts'
 import { Cas } from '../cas/cas.ts'
 import { deriveContentKeys } from '../cas/keys.ts'
 import { Sealer } from '../cas/sealer.ts'
@@ -31,6 +32,8 @@ import type { PeerSyncStatus } from './syncer.ts'
 import { MAX_RECORD_BYTES } from '../../protocols/changes/index.ts'
 
 const log = logger('bazil:node')
+/** How long `store list` waits for a store to count what it holds. */
+const STORE_STAT_TIMEOUT_MS = 5000
 
 export interface StartOptions {
   home: Home
@@ -171,16 +174,31 @@ export async function startNode (options: StartOptions): Promise<RunningNode> {
     return await peers()
   }
 
+  /** Objects and bytes a store holds, if it can say so quickly (S3 lists, SFTP walks its tree). */
+  const held = async (name: string): Promise<{ objects: number, bytes: number } | undefined> => {
+    const kv = store.store(name)
+    if (kv === undefined || !hasCapability(kv, 'stat')) return undefined
+    try {
+      return await kv.stat({ signal: AbortSignal.timeout(STORE_STAT_TIMEOUT_MS) })
+    } catch {
+      return undefined
+    }
+  }
+
   const storeList = async (): Promise<StoreInfo[]> => {
     const configs = await readStores(home.dir)
     const health = new Map(store.status().map(s => [s.name, s]))
     const backlog = new Map((await store.backlog()).map(b => [b.name, b]))
+    const names = [LOCAL_STORE_NAME, ...configs.map(c => c.name)]
+    const holdings = new Map(await Promise.all(names.map(async name => [name, await held(name)] as const)))
     const info = (name: string, url: string): StoreInfo => {
       const h = health.get(name)
       const b = backlog.get(name)
+      const holding = holdings.get(name)
       return {
         name,
         url,
+        ...(holding !== undefined ? { objects: holding.objects, bytes: holding.bytes } : {}),
         state: store.openErrors.has(name) ? 'unavailable' : h?.state ?? 'unavailable',
         ...(h?.latencyMs !== undefined ? { latencyMs: h.latencyMs } : {}),
         ...(h?.bytesPerMs !== undefined ? { bytesPerMs: h.bytesPerMs } : {}),

@@ -41,6 +41,11 @@ describe.runIf(kind === 'bazil' && requireFuse('bazil'))('stores, push and get',
     expect(pushed.missing).toBe(dry.missing)
     expect(pushed.bytes).toBeGreaterThan(before.length)
     expect((await json<Transfer>(await node.run(['push', '/', 'backup', '--json']))).missing).toBe(0)
+    // Each store says what it holds: the backup has exactly what was pushed.
+    const holdings = await json<Array<{ name: string, objects?: number, bytes?: number }>>(await node.run(['store', 'list', '--json']))
+    expect(holdings.find(s => s.name === 'backup')?.objects).toBe(pushed.missing)
+    expect(holdings.find(s => s.name === 'backup')?.bytes).toBe(pushed.bytes)
+    expect(holdings.find(s => s.name === 'local')?.objects).toBeGreaterThanOrEqual(pushed.missing)
 
     // Written after the store was added: replicated in the background.
     const after = randomBytes(2 * 1024 * 1024)
