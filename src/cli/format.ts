@@ -49,7 +49,7 @@ export function formatStatus (status: StatusReport): string {
     ...(status.sync === undefined
       ? []
       : [
-          ['sync', `${formatCount(status.sync.head)} records in the change log; ${status.sync.conflicts} conflicts (bazil conflicts); ${status.sync.waiting} waiting`] as [string, string],
+          ['sync', `change log at ${formatCount(status.sync.head)}; ${status.sync.conflicts} conflicts (bazil conflicts); ${status.sync.waiting} waiting`] as [string, string],
           ...status.sync.peers.map(p => {
             const name = (status.peers ?? []).find(q => q.peerId === p.peerId)?.name ?? p.peerId.slice(-8)
             const state = !p.connected ? 'not connected' : p.behind === 0 && p.peerBehind === 0 ? 'in sync' : 'syncing'

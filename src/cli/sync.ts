@@ -34,7 +34,7 @@ export async function conflictsCommand (global: GlobalOptions, options: JsonOpti
 }
 
 export function formatSync (report: SyncReport): string {
-  const lines = [`change log: ${report.head} records; ${report.conflicts} conflict${report.conflicts === 1 ? '' : 's'}; ${report.waiting} waiting`]
+  const lines = [`change log at ${report.head}; ${report.conflicts} conflict${report.conflicts === 1 ? '' : 's'}; ${report.waiting} waiting`]
   if (report.peers.length === 0) lines.push('No paired devices. Pair one with `bazil invite` here and `bazil join CODE` there.')
   for (const peer of report.peers) {
     const state = peer.connected ? (peer.behind === 0 && peer.peerBehind === 0 ? 'in sync' : 'syncing') : 'not connected'
