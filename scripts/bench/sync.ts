@@ -181,6 +181,23 @@ function rates (c: Case, timing: Timing, sizes: typeof SIZES.full): string[] {
   return out
 }
 
+/** This run's shares of Bazil's time, and what the probes (probe-*.ts) found behind them. */
+function whereBazilsTimeGoes (cases: Case[]): string[] {
+  const shares = cases.filter(c => c.id !== 'edit').flatMap(c => {
+    const m = median(c.results.bazil)
+    if (m === undefined) return []
+    const phase = (name: string): number => m.phases.find(([n]) => n === name)?.[1] ?? 0
+    const pct = (name: string): string => `${(phase(name) / total(m) * 100).toFixed(0)} %`
+    return [`${c.name}: the read on B ${pct('read on B')}, the write on A ${pct('write on A')}, the metadata sync ${pct('sync --wait A, B')}`]
+  })
+  if (shares.length === 0) return []
+  return [
+    `Of Bazil's time — ${shares.join('; ')}. Metadata sync is not where the time goes: the lazy content reads on B and the writes through A's mount are.`,
+    '',
+    'Behind the reads (measured apart from this run with `scripts/bench/probe-read.ts` and `probe-fetch.ts`): a sequential read on B fetches one chunk (256 KiB on average) at a time from A, with only the next chunk prefetched, and every fetch is its own block-exchange request on a new libp2p stream. A one-block request takes about 8–10 ms here whatever its size (a libp2p ping on a new stream 8.6 ms, of which its echo 2 ms, against 0.1 ms for a TCP echo between two Node processes), so the read runs at about 20 MiB/s, while one request for 200 such blocks moves 110 MiB/s. Each small file is one such request. Behind the writes: the FUSE cost of small files and the write path (see the fs section); a connected peer no longer adds to it (`probe-write.ts`: 3.4 ms per file with B connected, 3.6 with B stopped, after the syncer change of this issue; 6.0 before).'
+  ]
+}
+
 function report (context: BenchContext, sizes: typeof SIZES.full, versions: string, cases: Case[], errors: string[]): string {
   const rows = cases.map(c => {
     const st = median(c.results.syncthing)
@@ -219,6 +236,7 @@ function report (context: BenchContext, sizes: typeof SIZES.full, versions: stri
     '',
     table(['case: system', 'phases', 'every round', 'note'], phases)
   ]
+  lines.push('', ...whereBazilsTimeGoes(cases))
   if (errors.length > 0) lines.push('', `Errors: ${errors.join('; ')}`)
   return lines.filter((line, i, all) => !(line === '' && all[i - 1] === '')).join('\n') + '\n'
 }
