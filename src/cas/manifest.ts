@@ -134,13 +134,15 @@ export async function * walkTree (cas: Cas, ref: ContentRef, options?: KVOptions
 }
 
 const nodeCache = new LruCache<string, DecodedNode>(4096)
+/** Chunks one read may start fetching ahead (they are held by the CAS's cache of opened chunks). */
+const MAX_PREFETCH_CHUNKS = 48
 
 /** Random access to a content tree. */
 export class ContentReader {
   constructor (private readonly cas: Cas, private readonly ref: ContentRef, readonly size: number) {}
 
   /** Copies content[offset, offset+length) into target at targetOffset; bytes past the content read as zeros. */
-  async read (offset: number, length: number, target: Uint8Array, targetOffset: number, options?: KVOptions & { prefetch?: boolean }): Promise<void> {
+  async read (offset: number, length: number, target: Uint8Array, targetOffset: number, options?: KVOptions & { prefetch?: boolean, readAhead?: number }): Promise<void> {
     let pos = offset
     const end = offset + length
     while (pos < end) {
@@ -161,18 +163,25 @@ export class ContentReader {
       }
       pos += n
     }
-    if (options?.prefetch === true) this.prefetch(end)
+    if (options?.prefetch === true) this.prefetch(end, options.readAhead ?? 0)
   }
 
-  /** Starts fetching the chunk holding `pos` and the one after it (sequential reads ask for them next). */
-  private prefetch (pos: number): void {
+  /**
+   * Starts fetching the chunk holding `pos` and the one after it (sequential reads ask for them
+   * next), and every chunk up to `ahead` bytes further, all at once: a remote store or a peer
+   * then has many requests in flight instead of one per read.
+   */
+  private prefetch (pos: number, ahead: number): void {
     const fetch = async (): Promise<void> => {
-      const here = await this.locate(pos)
-      if (here === null) return
-      const next = await this.locate(here.start + here.chunkLength)
-      for (const found of [here, next]) {
-        if (found !== null && !isZeroId(found.id)) await this.cas.get(found.id)
+      const wanted: Uint8Array[] = []
+      for (let at = pos, chunks = 0; at < this.size && chunks < MAX_PREFETCH_CHUNKS; chunks++) {
+        const found = await this.locate(at)
+        if (found === null) break
+        if (!isZeroId(found.id)) wanted.push(found.id)
+        at = found.start + found.chunkLength
+        if (chunks >= 1 && at >= pos + ahead) break
       }
+      await Promise.all(wanted.map(async id => await this.cas.get(id).catch(() => {})))
     }
     fetch().catch(() => {})
   }

@@ -25,7 +25,16 @@ export interface OpenInode {
   pendingMtimeMs: number | null
   actor: Actor
   eager: EagerCommit | null
+  /** Where the last read ended and how many reads in a row continued the one before (read-ahead). */
+  readEnd?: number
+  streak?: number
 }
+
+/** Read-ahead past a sequential read: it doubles with each read that continues the last, up to this. */
+const MAX_READ_AHEAD_BYTES = 8 * 1024 * 1024
+const FIRST_READ_AHEAD_BYTES = 256 * 1024
+/** Reads that start this close to where the last one ended count as sequential (the kernel has several in flight). */
+const SEQUENTIAL_SLACK_BYTES = 1024 * 1024
 
 /**
  * Chunking that runs while a file is still being written sequentially from 0, so the commit
@@ -98,17 +107,22 @@ export class OpenFiles {
         return await this.readCommitted(this.deps.meta.get(ino), buffer, length, position)
       })
     }
-    return await this.readCommitted(this.deps.meta.get(ino), buffer, length, position)
+    const sequential = inode.readEnd !== undefined && Math.abs(position - inode.readEnd) <= SEQUENTIAL_SLACK_BYTES
+    inode.streak = sequential ? Math.min((inode.streak ?? 0) + 1, 16) : 0
+    inode.readEnd = Math.max(position + length, sequential ? inode.readEnd ?? 0 : 0)
+    const ahead = inode.streak === 0 ? 0 : Math.min(MAX_READ_AHEAD_BYTES, FIRST_READ_AHEAD_BYTES * 2 ** (inode.streak - 1))
+    return await this.readCommitted(this.deps.meta.get(ino), buffer, length, position, ahead)
   }
 
-  async readCommitted (entry: Entry, buffer: Buffer, length: number, position: number): Promise<number> {
+  /** `readAhead`: bytes past this read to start fetching (chunks from remote stores and peers arrive in parallel). */
+  async readCommitted (entry: Entry, buffer: Buffer, length: number, position: number, readAhead = 0): Promise<number> {
     const n = Math.max(0, Math.min(length, entry.size - position))
     if (n === 0) return 0
     if (entry.content == null) {
       buffer.fill(0, 0, n)
       return n
     }
-    await new ContentReader(this.deps.cas, entry.content, entry.size).read(position, n, buffer, 0, { prefetch: true })
+    await new ContentReader(this.deps.cas, entry.content, entry.size).read(position, n, buffer, 0, { prefetch: true, readAhead })
     return n
   }
 
