@@ -63,9 +63,14 @@ async function main (): Promise<number> {
   const out = resolve(values.out ?? 'docs/BENCHMARKS.md')
 
   const cleanup = new Cleanup()
+  // One cleanup for both paths: on Ctrl-C the run fails too (its daemons got the signal) and
+  // reaches the `finally` below; two concurrent runAll()s would split the steps, and the
+  // signal's exit would cut the other one short (it left the working directory behind).
+  let cleaning: Promise<void> | undefined
+  const cleanAll = async (): Promise<void> => { await (cleaning ??= cleanup.runAll()) }
   const interrupted = (signal: NodeJS.Signals): void => {
     process.stderr.write(`\n${signal}: cleaning up\n`)
-    void cleanup.runAll().finally(() => process.exit(130))
+    void cleanAll().finally(() => process.exit(130))
   }
   process.once('SIGINT', interrupted)
   process.once('SIGTERM', interrupted)
@@ -94,7 +99,7 @@ async function main (): Promise<number> {
       errors.push(...outcome.errors.map(error => `${run.id}: ${error}`))
     }
   } finally {
-    await cleanup.runAll()
+    await cleanAll()
   }
 
   await writeSections(out, sections)
