@@ -9,7 +9,9 @@
  * the next one is asked, and the bad copy is rewritten from the good one in the background.
  *
  * Writes go to the stores marked `primary` (the local store); replication to the others is the
- * replication queue's job, not the fan-out's.
+ * replication queue's job, not the fan-out's. With `keep`, a validated value that a non-primary
+ * store answered is also written to the primaries (content read from a peer or a remote store
+ * stays on this device and reads offline later).
  */
 import { circuitBreaker, ConsecutiveBreaker, CircuitState, handleWhen } from 'cockatiel'
 import type { CircuitBreakerPolicy } from 'cockatiel'
@@ -43,6 +45,8 @@ export interface FanoutOptions {
   validate?: (key: Uint8Array, value: Uint8Array) => boolean | Promise<boolean>
   /** Size hint for ordering when the caller does not know the value's size. */
   typicalBytes?: number
+  /** Copy validated values that came from a non-primary store into the primaries (needs `validate`). */
+  keep?: boolean
 }
 
 export interface MemberStatus {
@@ -82,7 +86,7 @@ const storeFailure = (err: Error): boolean => !isBazilError(err, 'NOT_FOUND') &&
 
 export class FanoutStore implements KV, KVHas {
   private readonly members: Member[]
-  private readonly options: Required<Omit<FanoutOptions, 'validate'>> & Pick<FanoutOptions, 'validate'>
+  private readonly options: Required<Omit<FanoutOptions, 'validate' | 'keep'>> & Pick<FanoutOptions, 'validate'> & { keep: boolean }
 
   /**
    * `previous`: a fan-out this one replaces (stores added or removed); members with the same
@@ -97,7 +101,8 @@ export class FanoutStore implements KV, KVHas {
       breakAfter: options.breakAfter ?? 5,
       halfOpenAfterMs: options.halfOpenAfterMs ?? 10_000,
       typicalBytes: options.typicalBytes ?? 256 * 1024,
-      validate: options.validate
+      validate: options.validate,
+      keep: options.keep === true && options.validate !== undefined
     }
     const kept = new Map(previous?.members.map(m => [m.name, m]))
     this.members = members.map(m => {
@@ -208,6 +213,7 @@ export class FanoutStore implements KV, KVHas {
               race.abort()
               resolve(value)
               this.repair(key, value, corrupt)
+              if (this.options.keep && m.primary !== true) this.keepCopy(key, value)
             }, (err: unknown) => {
               running--
               inflight.delete(m)
@@ -240,6 +246,15 @@ export class FanoutStore implements KV, KVHas {
     const expected = m.estimator.expectedMs(this.options.typicalBytes)
     if (m.estimator.latencyMs === undefined) return this.options.initialStaggerMs
     return Math.max(this.options.minStaggerMs, expected * this.options.staggerFactor)
+  }
+
+  /** Writes a value fetched from elsewhere into the primaries (best effort, in the background). */
+  private keepCopy (key: Uint8Array, value: Uint8Array): void {
+    for (const m of this.members) {
+      if (m.primary !== true) continue
+      // Lazy: a kept copy is a cache; if a power cut loses it, it is fetched again.
+      m.kv.put(key, value, { lazy: true }).catch((err: unknown) => { log('keeping a copy in %s: %s', m.name, (err as Error).message) })
+    }
   }
 
   /** Rewrites copies that failed validation with the good value (best effort, in the background). */

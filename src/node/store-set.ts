@@ -95,7 +95,9 @@ export class StoreSet implements KV, KVHas, KVFlush {
       ...this.peers
     ]
     // Checking every copy costs a second decryption: only worth it when copies come from elsewhere.
-    this.fanout = new FanoutStore(members, members.length > 1 ? { validate: this.validate } : {}, this.fanout)
+    // What a peer or a remote store answered is kept locally (as after `bazil get`), and not
+    // queued for replication: it came from a store.
+    this.fanout = new FanoutStore(members, members.length > 1 ? { validate: this.validate, keep: true } : {}, this.fanout)
   }
 
   /** The store named `name` (the local one included). */

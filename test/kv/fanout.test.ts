@@ -111,6 +111,28 @@ describe('FanoutStore', () => {
     expect(await bad.get(key)).toEqual(value)
   })
 
+  it('with keep, copies a valid value from another store into the primary, never a corrupt one', async () => {
+    const local = new MemoryStore()
+    const remote = new TestStore()
+    const other = new Uint8Array(32).fill(8)
+    await remote.put(key, value)
+    await remote.put(other, new Uint8Array([6, 6, 6]))
+    const fanout = new FanoutStore([{ name: 'local', kv: local, primary: true }, { name: 'remote', kv: remote }], {
+      keep: true,
+      validate: (_k, v) => v.length === 3 && v[0] === 1
+    })
+    expect(await fanout.get(key)).toEqual(value)
+    await expect(fanout.get(other)).rejects.toSatisfy(e => isBazilError(e, 'CORRUPT'))
+    await new Promise(resolve => setTimeout(resolve, 20))
+    expect(await local.get(key)).toEqual(value)
+    await expect(local.get(other)).rejects.toSatisfy(e => isBazilError(e, 'NOT_FOUND'))
+    // Without keep, nothing is copied.
+    const plain = new MemoryStore()
+    await new FanoutStore([{ name: 'local', kv: plain, primary: true }, { name: 'remote', kv: remote }], { validate: () => true }).get(key)
+    await new Promise(resolve => setTimeout(resolve, 20))
+    await expect(plain.get(key)).rejects.toSatisfy(e => isBazilError(e, 'NOT_FOUND'))
+  })
+
   it('passes the caller’s abort to every request in flight', async () => {
     const a = new TestStore()
     const b = new TestStore()

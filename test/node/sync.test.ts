@@ -50,6 +50,11 @@ describe.runIf(kind === 'bazil' && requireFuse('bazil'))('sync between two daemo
     expect(await readFile(join(b.mount, 'docs/note.txt'), 'utf8')).toBe('hello from A')
     expect((await readFile(join(b.mount, 'docs/deep/big.bin'))).equals(big)).toBe(true)
     expect((await stat(join(b.mount, 'docs/deep/big.bin'))).size).toBe(big.length)
+    // Content read once stays on B: it reads with A gone.
+    await a.stop()
+    expect((await readFile(join(b.mount, 'docs/deep/big.bin'))).equals(big)).toBe(true)
+    expect(await readFile(join(b.mount, 'docs/note.txt'), 'utf8')).toBe('hello from A')
+    await a.start()
 
     await writeFile(join(b.mount, 'docs/note.txt'), 'edited on B')
     await rename(join(b.mount, 'docs/deep'), join(b.mount, 'moved'))
