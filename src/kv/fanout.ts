@@ -2,7 +2,11 @@
  * The fan-out: one KV over several stores (local disk, peers, SFTP, S3). A read goes to the
  * store expected to answer first (moving averages of latency and bandwidth, src/kv/estimator.ts);
  * if it has not answered after a stagger delay derived from what it usually takes, the next
- * store is asked too, and a failure or a miss moves on at once. The first valid answer wins and
+ * store is asked too, and a failure or a miss moves on at once. The delay is "usually" in two
+ * senses: with many requests in flight (`busyInFlight`) it is the mean plus four mean
+ * deviations of that store's request times — a hedge then only goes out for a request that is
+ * really late, since every extra one competes with the others — and with few in flight, when
+ * spare capacity costs nothing, the mean plus one deviation. The first valid answer wins and
  * the others are cancelled through their AbortSignal. Each store sits behind a circuit breaker
  * (cockatiel): a store that keeps failing is skipped, probed again later, and comes back by
  * itself. A value that fails validation (the CAS's verify) counts as a failure of that store,
@@ -33,8 +37,9 @@ export interface FanoutMember {
 export interface FanoutOptions {
   /** Smallest stagger delay, ms. */
   minStaggerMs?: number
+  /** Requests in flight (over all stores) from which the fan-out staggers cautiously. */
+  busyInFlight?: number
   /** The stagger delay is this many times the expected time of the store being waited on. */
-  staggerFactor?: number
   /** Stagger delay before any measurement exists, ms. */
   initialStaggerMs?: number
   /** Consecutive failures that open a store's breaker. */
@@ -86,6 +91,8 @@ const storeFailure = (err: Error): boolean => !isBazilError(err, 'NOT_FOUND') &&
 
 export class FanoutStore implements KV, KVHas {
   private readonly members: Member[]
+  /** Requests sent to stores and not settled yet, over every get. */
+  private inFlight = 0
   private readonly options: Required<Omit<FanoutOptions, 'validate' | 'keep'>> & Pick<FanoutOptions, 'validate'> & { keep: boolean }
 
   /**
@@ -96,7 +103,7 @@ export class FanoutStore implements KV, KVHas {
     if (members.length === 0) throw new BazilError(ErrorCode.INVALID, 'a fan-out needs at least one store')
     this.options = {
       minStaggerMs: options.minStaggerMs ?? 2,
-      staggerFactor: options.staggerFactor ?? 2,
+      busyInFlight: options.busyInFlight ?? 4,
       initialStaggerMs: options.initialStaggerMs ?? 50,
       breakAfter: options.breakAfter ?? 5,
       halfOpenAfterMs: options.halfOpenAfterMs ?? 10_000,
@@ -184,11 +191,21 @@ export class FanoutStore implements KV, KVHas {
           m.counters.requests++
           if (staggered) m.counters.staggered++
           running++
+          this.inFlight++
           const started = performance.now()
           inflight.set(m, started)
           clearTimeout(timer)
           // Stagger: if this one is slow, ask the next one too.
-          if (next < order.length) timer = setTimeout(() => { launch(true) }, this.staggerMs(m))
+          if (next < order.length) {
+            // Late by the quiet measure: hedge, unless many requests are in flight by now and
+            // it is not late by the busy one yet.
+            const quiet = this.staggerMs(m, false)
+            timer = setTimeout(() => {
+              const busy = this.staggerMs(m, true) - quiet
+              if (this.inFlight >= this.options.busyInFlight && busy > 0) timer = setTimeout(() => { launch(true) }, busy)
+              else launch(true)
+            }, quiet)
+          }
           m.breaker.execute(async () => await m.kv.get(key, { signal: race.signal }), race.signal)
             .then(async value => {
               if (this.options.validate !== undefined && !await this.options.validate(key, value)) {
@@ -198,6 +215,7 @@ export class FanoutStore implements KV, KVHas {
             })
             .then(value => {
               running--
+              this.inFlight--
               inflight.delete(m)
               if (settled) return
               const now = performance.now()
@@ -216,6 +234,7 @@ export class FanoutStore implements KV, KVHas {
               if (this.options.keep && m.primary !== true) this.keepCopy(key, value)
             }, (err: unknown) => {
               running--
+              this.inFlight--
               inflight.delete(m)
               if (settled) return
               if (isBazilError(err, 'NOT_FOUND')) notFound++
@@ -242,10 +261,11 @@ export class FanoutStore implements KV, KVHas {
     return [...this.members].sort((a, b) => open(a) - open(b) || a.estimator.expectedMs(bytes) - b.estimator.expectedMs(bytes))
   }
 
-  private staggerMs (m: Member): number {
-    const expected = m.estimator.expectedMs(this.options.typicalBytes)
-    if (m.estimator.latencyMs === undefined) return this.options.initialStaggerMs
-    return Math.max(this.options.minStaggerMs, expected * this.options.staggerFactor)
+  /** How long `m` may take before the next store is asked too, with few or many requests in flight. */
+  private staggerMs (m: Member, busy: boolean): number {
+    const usual = m.estimator.usualMs(busy ? 4 : 1)
+    if (usual === undefined) return this.options.initialStaggerMs
+    return Math.max(this.options.minStaggerMs, usual)
   }
 
   /** Writes a value fetched from elsewhere into the primaries (best effort, in the background). */

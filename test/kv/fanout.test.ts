@@ -111,6 +111,40 @@ describe('FanoutStore', () => {
     expect(await bad.get(key)).toEqual(value)
   })
 
+  it('hedges a late request at once when few are in flight, and only a really late one when many are', async () => {
+    const a = new TestStore()
+    const b = new TestStore()
+    const keys = Array.from({ length: 30 }, (_, i) => new Uint8Array(32).fill(i + 1))
+    for (const k of keys) { await a.put(k, value); await b.put(k, value) }
+    // B is measured first (slow), then A with jitter: requests of 20 or 100 ms, one at a time.
+    const first = new FanoutStore([{ name: 'b', kv: b }], { initialStaggerMs: 10_000 })
+    b.delayMs = 200
+    await first.get(keys[0] as Uint8Array)
+    const fanout = new FanoutStore([{ name: 'a', kv: a }, { name: 'b', kv: b }], { initialStaggerMs: 10_000, busyInFlight: 4 }, first)
+    b.delayMs = 5000 // hedges during the learning lose and are cancelled
+    for (let i = 0; i < 16; i++) {
+      a.delayMs = i % 2 === 0 ? 20 : 100
+      await fanout.get(keys[i % 8] as Uint8Array)
+    }
+    const learnt = fanout.status().find(s => s.name === 'b')?.counters.staggered ?? 0
+    const estimate = (fanout as unknown as { members: Array<{ name: string, estimator: { usualMs: (k: number) => number } }> }).members.find(m => m.name === 'a')?.estimator
+    if (estimate === undefined) throw new Error('no estimator for a')
+    const quiet = estimate.usualMs(1)
+    const busy = estimate.usualMs(4)
+    expect(busy - quiet).toBeGreaterThan(60) // three deviations of a jitter of ±40 ms
+    // Many in flight and A late by its quiet measure only: nobody else is asked.
+    a.delayMs = Math.round((quiet + busy) / 2)
+    b.delayMs = 0
+    await Promise.all(keys.slice(8, 16).map(async k => await fanout.get(k)))
+    expect(fanout.status().find(s => s.name === 'b')?.counters.staggered).toBe(learnt)
+    // One alone, and late by the quiet measure: B is asked, and wins.
+    a.delayMs = Math.round(estimate.usualMs(1) + 200)
+    await fanout.get(keys[20] as Uint8Array)
+    const bStatus = fanout.status().find(s => s.name === 'b')
+    expect(bStatus?.counters.staggered).toBe(learnt + 1)
+    expect(bStatus?.counters.wins).toBe(2)
+  })
+
   it('with keep, copies a valid value from another store into the primary, never a corrupt one', async () => {
     const local = new MemoryStore()
     const remote = new TestStore()
