@@ -460,6 +460,12 @@ describe.runIf(requireFuse(kind, ['python3']))(`differential: ${kind} mount vs a
         // file is still open stays until the descriptor closes. Mirror it in the reference.
         await mkdir(join(refRoot, op.path), { mode: (await stat(join(mountRoot, op.path))).mode & 0o7777 })
         await chmod(join(refRoot, op.path), (await stat(join(mountRoot, op.path))).mode & 0o7777)
+        // The directory kept its xattrs too (seed 873409812).
+        const kept = await sys.dumpxattrs([join(mountRoot, op.path)])
+        const xattrs = kept.ok ? kept.value[join(mountRoot, op.path)] : undefined
+        if (typeof xattrs === 'object') {
+          for (const [name, hex] of Object.entries(xattrs)) await sys.setxattr(join(refRoot, op.path), name, Buffer.from(hex, 'hex'))
+        }
         log.push(`#${i} (rmdir refused while an unlinked file in it is open; reference re-created)`)
         tree = scan(refRoot)
         continue
