@@ -35,6 +35,17 @@ const log = logger('bazil:node')
 /** How long `store list` waits for a store to count what it holds. */
 const STORE_STAT_TIMEOUT_MS = 5000
 
+/**
+ * `BAZIL_REROUTE_AFTER_MS`: how long a store the policy picked may keep failing before its
+ * queued objects go to other stores (default 10 minutes; tests set it small).
+ */
+function rerouteAfter (env: NodeJS.ProcessEnv): { rerouteAfterMs?: number } {
+  const text = env.BAZIL_REROUTE_AFTER_MS
+  if (text === undefined || text === '') return {}
+  if (!/^[0-9]+$/.test(text)) throw new BazilError(ErrorCode.INVALID, `BAZIL_REROUTE_AFTER_MS must be a number of milliseconds (got "${text}")`)
+  return { rerouteAfterMs: Number(text) }
+}
+
 export interface StartOptions {
   home: Home
   mount: string
@@ -56,7 +67,10 @@ export async function startNode (options: StartOptions): Promise<RunningNode> {
   const validate = (key: Uint8Array, sealed: Uint8Array): boolean => {
     try { openSealed(keys, key, sealed); return true } catch { return false }
   }
-  const store = await StoreSet.open(local, home.dir, await readStores(home.dir), validate, (await readPolicy(home.dir)).copies)
+  const store = await StoreSet.open(local, home.dir, await readStores(home.dir), validate, {
+    copies: (await readPolicy(home.dir)).copies,
+    ...rerouteAfter(process.env)
+  })
   const sealer = new Sealer(keys)
   const cas = new Cas(store, keys, { sealer })
   const owner = { uid: process.getuid?.() ?? 0, gid: process.getgid?.() ?? 0 }
@@ -241,7 +255,10 @@ export async function startNode (options: StartOptions): Promise<RunningNode> {
     if (!configs.some(c => c.name === name)) throw new BazilError(ErrorCode.NOT_FOUND, `no store named ${name}`)
     const next = configs.filter(c => c.name !== name)
     await writeStores(home.dir, next)
+    // The queue drops what was still to copy to the removed store; under a numeric policy its
+    // share of the objects moves to the stores that are now picked for them.
     await store.reconfigure(next)
+    if ((await readPolicy(home.dir)).copies !== 'all') await store.requeue()
     return await storeList()
   }
 

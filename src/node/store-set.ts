@@ -2,23 +2,32 @@
  * The KV the CAS uses: writes and `has` go to the local store (content lands locally first, and
  * dedup must mean "we have it here"); reads go through the fan-out over the local store and the
  * volume's other stores; every write is queued for replication to the stores the policy picks
- * for it (`copies`, see stores.ts). Stores can be added and removed and the policy changed while
- * the node runs (`reconfigure`, `setCopies` + `requeue`).
+ * for it (`copies`, see stores.ts), and re-routed to the next stores in the object's order when
+ * a picked one has been failing for `rerouteAfterMs`. Stores can be added and removed and the
+ * policy changed while the node runs (`reconfigure`, `setCopies` + `requeue`); a removed store's
+ * queue goes with it.
  */
 import { join } from 'node:path'
 import { FanoutStore } from '../kv/fanout.ts'
 import type { FanoutMember, MemberStatus } from '../kv/fanout.ts'
-import { ReplicationQueue } from '../kv/replication.ts'
+import { DEFAULT_REROUTE_AFTER_MS, ReplicationQueue } from '../kv/replication.ts'
 import type { TargetBacklog } from '../kv/replication.ts'
 import { hasCapability } from '../kv/kv.ts'
 import type { KV, KVDelete, KVFlush, KVHas, KVOptions, KVPutOptions } from '../kv/kv.ts'
 import type { LocalStore } from '../kv/local.ts'
 import { BazilError, ErrorCode } from '../errors.ts'
 import { logger } from '../util/log.ts'
-import { LOCAL_STORE_NAME, openStore, readStores, replicasFor, writeStores } from './stores.ts'
+import { LOCAL_STORE_NAME, fallbacksFor, openStore, readStores, replicasFor, writeStores } from './stores.ts'
 import type { Copies, OpenedStore, StoreConfig } from './stores.ts'
 
 const log = logger('bazil:stores')
+
+export interface StoreSetOptions {
+  /** The replication policy (default 'all'). */
+  copies?: Copies
+  /** How long a picked store may fail before its queued objects go to other stores, ms. */
+  rerouteAfterMs?: number
+}
 
 export class StoreSet implements KV, KVHas, KVFlush {
   private fanout: FanoutStore
@@ -26,6 +35,7 @@ export class StoreSet implements KV, KVHas, KVFlush {
   private peers: FanoutMember[] = []
   private queue: ReplicationQueue | undefined
   private copies: Copies = 'all'
+  private rerouteAfterMs = DEFAULT_REROUTE_AFTER_MS
   /** Why a configured store could not be opened, by name. */
   readonly openErrors = new Map<string, string>()
 
@@ -37,9 +47,10 @@ export class StoreSet implements KV, KVHas, KVFlush {
     this.fanout = new FanoutStore([{ name: LOCAL_STORE_NAME, kv: local, primary: true }])
   }
 
-  static async open (local: LocalStore, homeDir: string, configs: StoreConfig[], validate: (key: Uint8Array, value: Uint8Array) => boolean, copies: Copies = 'all'): Promise<StoreSet> {
+  static async open (local: LocalStore, homeDir: string, configs: StoreConfig[], validate: (key: Uint8Array, value: Uint8Array) => boolean, options: StoreSetOptions = {}): Promise<StoreSet> {
     const set = new StoreSet(local, homeDir, validate)
-    set.copies = copies
+    set.copies = options.copies ?? 'all'
+    set.rerouteAfterMs = options.rerouteAfterMs ?? DEFAULT_REROUTE_AFTER_MS
     await set.reconfigure(configs)
     return set
   }
@@ -76,7 +87,8 @@ export class StoreSet implements KV, KVHas, KVFlush {
     await old.queue?.stop()
     this.queue = await ReplicationQueue.open(join(this.homeDir, 'replication'), {
       source: this.local,
-      targets: new Map(opened.map(s => [s.config.name, s.kv]))
+      targets: new Map(opened.map(s => [s.config.name, s.kv])),
+      reroute: { afterMs: this.rerouteAfterMs, fallbacks: key => fallbacksFor(key, this.remoteNames(), this.copies) }
     })
     this.queue.start()
     await Promise.all(old.remotes.map(async s => { await s.close().catch(() => {}) }))
@@ -119,18 +131,25 @@ export class StoreSet implements KV, KVHas, KVFlush {
   /** The replication policy for new writes; `requeue()` applies it to what is stored already. */
   setCopies (copies: Copies): void { this.copies = copies }
 
-  /** Queues every object of the local store for the stores the policy picks for it. */
+  /**
+   * Queues every object of the local store for the stores the policy picks for it, and drops
+   * its entries for the stores the policy no longer picks (after `copies` was lowered, or a
+   * store added). Entries a re-route moved are among those dropped; while their store still
+   * fails they are re-routed again.
+   */
   async requeue (options?: KVOptions): Promise<void> {
     const queue = this.queue
     if (queue === undefined || this.remotes.length === 0) return
-    const names = this.remotes.map(s => s.config.name)
+    const names = this.remoteNames()
     let batch: Array<{ key: Uint8Array, targets: string[] }> = []
     for await (const key of this.local.keys(options)) {
       batch.push({ key, targets: replicasFor(key, names, this.copies) })
-      if (batch.length >= 1024) { await queue.enqueueMany(batch); batch = [] }
+      if (batch.length >= 1024) { await queue.replaceMany(batch); batch = [] }
     }
-    await queue.enqueueMany(batch)
+    await queue.replaceMany(batch)
   }
+
+  private remoteNames (): string[] { return this.remotes.map(s => s.config.name) }
 
   async get (key: Uint8Array, options?: KVOptions): Promise<Uint8Array> {
     return await this.fanout.get(key, options)
@@ -142,7 +161,7 @@ export class StoreSet implements KV, KVHas, KVFlush {
 
   async put (key: Uint8Array, value: Uint8Array, options?: KVPutOptions): Promise<void> {
     await this.local.put(key, value, options)
-    if (this.remotes.length > 0) await this.queue?.enqueue(key, replicasFor(key, this.remotes.map(s => s.config.name), this.copies))
+    if (this.remotes.length > 0) await this.queue?.enqueue(key, replicasFor(key, this.remoteNames(), this.copies))
   }
 
   async flush (options?: KVOptions): Promise<void> {

@@ -13,7 +13,8 @@
  * hold each object, the local store counting as one (git-annex's numcopies); which of the other
  * stores hold a given object is decided by rendezvous hashing, so the load spreads and the
  * choice is stable while the set of stores stays the same. `copies=all` (the default) copies
- * everything to every store.
+ * everything to every store. A picked store that keeps failing hands its objects on to the next
+ * stores in the same order (`fallbacksFor`, used by the replication queue).
  */
 import { createHash } from 'node:crypto'
 import { access, readFile, stat } from 'node:fs/promises'
@@ -133,16 +134,29 @@ export function parseCopies (text: string): Copies {
 
 /**
  * The stores (of `names`, the local one excluded) that should hold `key` under `copies`:
- * all of them for 'all' or when there are too few, else the copies − 1 with the highest
- * rendezvous score (a hash of store name and key).
+ * all of them for 'all' or when there are too few, else the copies − 1 first in the key's
+ * rendezvous order.
  */
 export function replicasFor (key: Uint8Array, names: string[], copies: Copies): string[] {
   if (copies === 'all' || copies - 1 >= names.length) return names
   if (copies <= 1) return []
+  return rendezvousOrder(key, names).slice(0, copies - 1)
+}
+
+/**
+ * Where `key` goes when a store `replicasFor` picked keeps failing: the stores it did not pick,
+ * in the key's rendezvous order (none under 'all', or when every store is picked).
+ */
+export function fallbacksFor (key: Uint8Array, names: string[], copies: Copies): string[] {
+  if (copies === 'all' || copies - 1 >= names.length) return []
+  return rendezvousOrder(key, names).slice(Math.max(0, copies - 1))
+}
+
+/** `names` by their rendezvous score for `key` (a hash of store name and key), highest first. */
+function rendezvousOrder (key: Uint8Array, names: string[]): string[] {
   const score = (name: string): string => createHash('sha256').update(name).update(key).digest('hex')
   return names.map(name => ({ name, score: score(name) }))
     .sort((a, b) => a.score < b.score ? 1 : a.score > b.score ? -1 : 0)
-    .slice(0, copies - 1)
     .map(r => r.name)
 }
 
