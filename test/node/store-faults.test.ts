@@ -5,8 +5,9 @@
  * backlog in `status` goes to 0); a slow S3 behind a latency proxy (the staggered request to
  * the SFTP store wins and the slow one is cancelled, seen in the stores' counters and at the
  * proxy); an S3 that is down when the daemon starts (still a store: its writes wait for it);
- * and a corrupted object in the SFTP store (the read returns the right bytes from the
- * other store and the bad copy is rewritten).
+ * a corrupted object in the SFTP store (the read returns the right bytes from the other store
+ * and the bad copy is rewritten); and sshd down past the re-route grace under copies=2 (its
+ * share of the writes goes to S3, which then serves every read alone).
  *
  * The kill test uses a private Ceph cluster: the shared one serves other test files.
  */
@@ -152,6 +153,31 @@ describe.runIf(kind === 'bazil' && requireFuse('bazil') && requireSshd() && !('u
     await addSftp(node, 'box', sshd)
     await addS3(node, 'cloud', rgw)
     await outage(node, 'box', 'cloud', sshd.stop, sshd.start)
+  }, LONG)
+
+  it('sshd stopped past the re-route grace under copies=2: its share goes to S3, which alone serves every read', async () => {
+    if ('unavailable' in rgw) return
+    const sshd = await startSshd()
+    const node = await startBazil({ env: { BAZIL_REROUTE_AFTER_MS: '1000' } })
+    await addSftp(node, 'box', sshd)
+    await addS3(node, 'cloud', rgw)
+    expect((await node.run(['store', 'policy', 'copies=2'])).code).toBe(0)
+    await sshd.stop()
+
+    const data = randomBytes(4 * 1024 * 1024 + 7)
+    await writeFile(join(node.mount, 'f.bin'), data)
+    await node.restart() // every object in the local store, and so queued, before any is dropped
+    // The objects picked for box fail there, then go to cloud: the policy is met without box.
+    await until(async () => {
+      const report = await json<StatusReport>(await node.run(['status', '--json']))
+      return report.underReplicated === 0 && report.chunks > 0 && report.replication.find(r => r.store === 'box')?.lastError !== undefined
+    })
+    await dropLocalCopies(node)
+    expect((await readFile(join(node.mount, 'f.bin'))).equals(data)).toBe(true)
+
+    // box returns with nothing to catch up on: what went to cloud stays there.
+    await sshd.start()
+    expect((await backlog(node)).get('box')?.pending).toBe(0)
   }, LONG)
 
   it('a slow S3: the staggered request to SFTP wins and the slow one is cancelled', async () => {

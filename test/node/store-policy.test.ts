@@ -6,12 +6,13 @@
  * new writes follow the policy too.
  */
 import { randomBytes } from 'node:crypto'
-import { mkdir, readdir, rm, writeFile } from 'node:fs/promises'
+import { mkdir, rm, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { describe, expect, it } from 'vitest'
 import { requireFuse, startBazil, testTarget } from '../helpers/mount.ts'
 import type { BazilMount, RunResult } from '../helpers/mount.ts'
 import { tmpDir } from '../helpers/tmp.ts'
+import { copiesOf, objectsIn } from '../helpers/store-dirs.ts'
 import type { PolicyReport, StatusReport } from '../../src/node/api.ts'
 import { parseCopies, replicasFor } from '../../src/node/stores.ts'
 import { isBazilError } from '../../src/errors.ts'
@@ -30,21 +31,6 @@ async function status (node: BazilMount): Promise<StatusReport> {
 /** Polls until `done` holds; the test's own timeout is the only deadline. */
 async function until (done: () => Promise<boolean>): Promise<void> {
   while (!await done()) await new Promise(resolve => setTimeout(resolve, 100))
-}
-
-/** The object names (hex ids) a local-directory store holds. */
-async function objectsIn (storeDir: string): Promise<Set<string>> {
-  const out = new Set<string>()
-  for (const shard of await readdir(join(storeDir, 'objects'))) {
-    for (const name of await readdir(join(storeDir, 'objects', shard))) if (/^[0-9a-f]+$/.test(name)) out.add(shard + name)
-  }
-  return out
-}
-
-/** How many of `stores` hold each object of the local store. */
-async function copiesOf (node: BazilMount, stores: string[]): Promise<Map<string, number>> {
-  const held = await Promise.all(stores.map(objectsIn))
-  return new Map([...await objectsIn(join(node.home, 'store'))].map(id => [id, held.filter(s => s.has(id)).length]))
 }
 
 describe.runIf(kind === 'bazil' && requireFuse('bazil'))('the replication policy', () => {
