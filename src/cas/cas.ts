@@ -2,9 +2,11 @@
  * The content-addressed store: turns plaintext chunks into sealed objects under keyed ids and
  * back. Writes are deduplicated (a chunk whose id the store already has is not sealed or sent
  * again); every read opens and re-hashes (see seal.ts), so a bad object is a CORRUPT error and
- * never wrong bytes. A small cache of opened chunks serves the read path.
+ * never wrong bytes. A small cache of opened chunks serves the read path, and readers of a chunk
+ * being fetched share one fetch: each waits under its own signal, and the fetch is aborted once
+ * none of them waits any more (a reader that gives up never cancels another's read).
  */
-import { BazilError, ErrorCode, isBazilError } from '../errors.ts'
+import { BazilError, ErrorCode, isBazilError, throwIfAborted } from '../errors.ts'
 import { hasCapability } from '../kv/kv.ts'
 import type { KV, KVOptions, KVPutOptions } from '../kv/kv.ts'
 import { chunkId, open, seal, toHex } from './seal.ts'
@@ -36,7 +38,7 @@ export class Cas {
   private readonly keys: ContentKeys
   private readonly sealer: Sealer | undefined
   private readonly cache: LruCache<string, Uint8Array>
-  private readonly inflight = new Map<string, Promise<Uint8Array>>()
+  private readonly inflight = new Map<string, SharedFetch>()
   readonly stats: CasStats = { chunksWritten: 0, bytesWritten: 0, chunksDeduped: 0 }
   /** How this volume cuts content: default sizes, gear table keyed by the owner secret. */
   readonly chunkerParams: ChunkerParams
@@ -106,12 +108,44 @@ export class Cas {
     const key = toHex(id)
     const cached = this.cache.get(key)
     if (cached !== undefined) return cached
-    let pending = this.inflight.get(key)
-    if (pending === undefined) {
-      pending = this.fetch(id, key, options).finally(() => this.inflight.delete(key))
-      this.inflight.set(key, pending)
+    throwIfAborted(options?.signal)
+    let shared = this.inflight.get(key)
+    if (shared === undefined) {
+      const controller = new AbortController()
+      const fetch: SharedFetch = { controller, waiters: 0, done: this.fetch(id, key, { signal: controller.signal }) }
+      void fetch.done.then(() => { this.forget(key, fetch) }, () => { this.forget(key, fetch) })
+      this.inflight.set(key, fetch)
+      shared = fetch
     }
-    return await pending
+    return await this.join(key, shared, options?.signal)
+  }
+
+  /** Waits for a shared fetch until it settles or `signal` fires; the last waiter to leave aborts it. */
+  private async join (key: string, fetch: SharedFetch, signal: AbortSignal | undefined): Promise<Uint8Array> {
+    fetch.waiters++
+    return await new Promise<Uint8Array>((resolve, reject) => {
+      let left = false
+      const leave = (): void => {
+        left = true
+        signal?.removeEventListener('abort', onAbort)
+        fetch.waiters--
+      }
+      const onAbort = (): void => {
+        if (left) return
+        leave()
+        if (fetch.waiters === 0) {
+          this.forget(key, fetch)
+          fetch.controller.abort(signal?.reason)
+        }
+        reject(new BazilError(ErrorCode.ABORTED, `reading chunk ${key}: aborted`, { cause: signal?.reason }))
+      }
+      signal?.addEventListener('abort', onAbort, { once: true })
+      fetch.done.then(value => { if (!left) { leave(); resolve(value) } }, (err: unknown) => { if (!left) { leave(); reject(err) } })
+    })
+  }
+
+  private forget (key: string, fetch: SharedFetch): void {
+    if (this.inflight.get(key) === fetch) this.inflight.delete(key)
   }
 
   /** Reads and verifies a chunk, bypassing the cache (used by `bazil check`). */
@@ -142,4 +176,11 @@ export class Cas {
       throw err
     }
   }
+}
+
+/** One fetch of a chunk that several readers may wait for. */
+interface SharedFetch {
+  done: Promise<Uint8Array>
+  controller: AbortController
+  waiters: number
 }

@@ -163,25 +163,26 @@ export class ContentReader {
       }
       pos += n
     }
-    if (options?.prefetch === true) this.prefetch(end, options.readAhead ?? 0)
+    if (options?.prefetch === true) this.prefetch(end, options.readAhead ?? 0, options.signal)
   }
 
   /**
    * Starts fetching the chunk holding `pos` and the one after it (sequential reads ask for them
    * next), and every chunk up to `ahead` bytes further, all at once: a remote store or a peer
-   * then has many requests in flight instead of one per read.
+   * then has many requests in flight instead of one per read. `signal` (the reader's) ends them.
    */
-  private prefetch (pos: number, ahead: number): void {
+  private prefetch (pos: number, ahead: number, signal: AbortSignal | undefined): void {
+    const options = { signal }
     const fetch = async (): Promise<void> => {
       const wanted: Uint8Array[] = []
       for (let at = pos, chunks = 0; at < this.size && chunks < MAX_PREFETCH_CHUNKS; chunks++) {
-        const found = await this.locate(at)
+        const found = await this.locate(at, options)
         if (found === null) break
         if (!isZeroId(found.id)) wanted.push(found.id)
         at = found.start + found.chunkLength
         if (chunks >= 1 && at >= pos + ahead) break
       }
-      await Promise.all(wanted.map(async id => await this.cas.get(id).catch(() => {})))
+      await Promise.all(wanted.map(async id => await this.cas.get(id, options).catch(() => {})))
     }
     fetch().catch(() => {})
   }

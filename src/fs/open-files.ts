@@ -69,8 +69,18 @@ export class OpenFiles {
   private readonly handles = new Map<number, Handle>()
   private readonly inodes = new Map<number, OpenInode>()
   private nextFh = 1
+  /** Ends reads of committed content still waiting on a store (see `stopReads`). */
+  private readonly reads = new AbortController()
 
   constructor (private readonly deps: OpenFilesDeps) {}
+
+  /**
+   * Reads of committed content in flight, and later ones, fail with CLOSED (EIO to the reader)
+   * instead of waiting on a slow or hung remote store: the volume is closing. Commits go on.
+   */
+  stopReads (): void {
+    this.reads.abort(new BazilError(ErrorCode.CLOSED, 'the volume is closing'))
+  }
 
   get openCount (): number { return this.handles.size }
 
@@ -122,7 +132,13 @@ export class OpenFiles {
       buffer.fill(0, 0, n)
       return n
     }
-    await new ContentReader(this.deps.cas, entry.content, entry.size).read(position, n, buffer, 0, { prefetch: true, readAhead })
+    const signal = this.reads.signal
+    try {
+      await new ContentReader(this.deps.cas, entry.content, entry.size).read(position, n, buffer, 0, { prefetch: true, readAhead, signal })
+    } catch (err) {
+      if (signal.aborted) throw signal.reason
+      throw err
+    }
     return n
   }
 

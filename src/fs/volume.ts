@@ -62,7 +62,9 @@ export class Volume implements VolumeOps {
     return await this.actor.ask(fn)
   }
 
+  /** Ends reads waiting on stores (they answer EIO), then commits open files and the namespace. */
   async close (): Promise<void> {
+    this.files.stopReads()
     await this.files.commitAll({ sync: true })
     await this.options.cas.flush()
     await this.actor.ask(async () => { await this.meta.commit(this.meta.change(), { sync: true }) })

@@ -54,6 +54,8 @@ export interface SftpStoreConfig {
 }
 
 const DEFAULT_TIMEOUT_MS = 30_000
+/** How long close() waits for abandoned calls to clean up before it disconnects. */
+const CLEANUP_GRACE_MS = 5_000
 const DEFAULT_CONCURRENCY = 16
 /** Shards listed at once by stat(). */
 const LIST_CONCURRENCY = 8
@@ -70,7 +72,10 @@ export class SftpStore implements FullKV {
   readonly #objects: string
   readonly #tmp: string
   readonly #instance = randomBytes(4).toString('hex')
+  /** Everything in progress: calls, their bodies (which run on to clean up) and connecting. */
   readonly #pending = new Set<Promise<unknown>>()
+  /** Calls whose callers still wait for the answer. */
+  readonly #calls = new Set<Promise<unknown>>()
   /** Puts in progress by key hex: a second put or a delete of the key waits for it. */
   readonly #inflight = new Map<string, Promise<void>>()
   #current: SftpSession | undefined
@@ -110,13 +115,18 @@ export class SftpStore implements FullKV {
     return store
   }
 
-  /** Refuses new calls with CLOSED, lets calls in progress finish (up to the deadline), disconnects. */
+  /**
+   * Refuses new calls with CLOSED, lets calls in progress finish (up to the deadline), disconnects.
+   * A call its caller gave up on (aborted) gets only CLEANUP_GRACE_MS more to clean up (close its
+   * handle, remove its temp file: milliseconds on a server that answers): one that stopped
+   * answering must not hold up whoever closes the store (a daemon that is stopping) for the
+   * whole deadline. A temp file left then is removed by a later open's sweep.
+   */
   async close (): Promise<void> {
     this.#closed = true
-    const settled = Promise.allSettled([...this.#pending])
-    let guard: NodeJS.Timeout | undefined
-    await Promise.race([settled, new Promise(resolve => { guard = setTimeout(resolve, this.#timeoutMs) })])
-    clearTimeout(guard)
+    const deadline = Date.now() + this.#timeoutMs
+    await settledWithin(this.#calls, this.#timeoutMs)
+    await settledWithin(this.#pending, Math.min(CLEANUP_GRACE_MS, Math.max(0, deadline - Date.now())))
     this.#current?.end() // anything still waiting on the server now fails with UNAVAILABLE
     while (this.#pending.size > 0) await Promise.allSettled([...this.#pending])
     this.#current?.end()
@@ -267,7 +277,7 @@ export class SftpStore implements FullKV {
       } finally {
         deadline.dispose()
       }
-    })())
+    })(), this.#calls)
   }
 
   async #session (): Promise<SftpSession> {
@@ -309,10 +319,11 @@ export class SftpStore implements FullKV {
     if (options?.signal?.aborted === true) throw new BazilError(ErrorCode.ABORTED, 'operation aborted', { cause: options.signal.reason })
   }
 
-  /** Keeps `op` in #pending until it settles; returns it unchanged. */
-  #track<T> (op: Promise<T>): Promise<T> {
-    this.#pending.add(op)
-    void op.then(() => { this.#pending.delete(op) }, () => { this.#pending.delete(op) })
+  /** Keeps `op` in #pending (and in `also`) until it settles; returns it unchanged. */
+  #track<T> (op: Promise<T>, also?: Set<Promise<unknown>>): Promise<T> {
+    const sets = also === undefined ? [this.#pending] : [this.#pending, also]
+    for (const set of sets) set.add(op)
+    void op.then(() => { for (const set of sets) set.delete(op) }, () => { for (const set of sets) set.delete(op) })
     return op
   }
 
@@ -324,6 +335,13 @@ export class SftpStore implements FullKV {
     }
     return Buffer.from(key.buffer, key.byteOffset, key.byteLength).toString('hex')
   }
+}
+
+/** Resolves once everything now in `ops` has settled, or after `ms`. */
+async function settledWithin (ops: Set<Promise<unknown>>, ms: number): Promise<void> {
+  let guard: NodeJS.Timeout | undefined
+  await Promise.race([Promise.allSettled([...ops]), new Promise(resolve => { guard = setTimeout(resolve, ms) })])
+  clearTimeout(guard)
 }
 
 function isObjectName (name: string): boolean {

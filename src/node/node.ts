@@ -115,9 +115,12 @@ export async function startNode (options: StartOptions): Promise<RunningNode> {
   let resolveClosed: () => void = () => {}
   const closed = new Promise<void>(resolve => { resolveClosed = resolve })
   let stopping: Promise<void> | undefined
+  /** Fires when the node starts to stop: long requests (get, push, check) end at once. */
+  const lifetime = new AbortController()
 
   const stop = async (): Promise<void> => {
     stopping ??= (async () => {
+      lifetime.abort(new BazilError(ErrorCode.CLOSED, 'the daemon is stopping'))
       try {
         await mount.unmount()
       } catch (err) {
@@ -262,17 +265,33 @@ export async function startNode (options: StartOptions): Promise<RunningNode> {
     return await storeList()
   }
 
+  /**
+   * Runs a long request under the caller's signal and the node's lifetime: a stop aborts it,
+   * and the caller learns that the daemon stopped (CLOSED), not that it was interrupted.
+   */
+  const untilStop = async <T>(what: string, signal: AbortSignal | undefined, run: (signal: AbortSignal) => Promise<T>): Promise<T> => {
+    if (lifetime.signal.aborted) throw new BazilError(ErrorCode.CLOSED, `${what}: the daemon is stopping`)
+    try {
+      return await run(signal === undefined ? lifetime.signal : AbortSignal.any([signal, lifetime.signal]))
+    } catch (err) {
+      if (!lifetime.signal.aborted || signal?.aborted === true) throw err
+      throw new BazilError(ErrorCode.CLOSED, `${what} stopped before it finished: the daemon is stopping (run it again after \`bazil start\`: it resumes)`, { cause: err })
+    }
+  }
+
   const get = async (path: string, o: TransferOptions = {}) =>
-    await transfer({ volume, cas, path, source: store.reader, destination: local, ...o })
+    await untilStop('get', o.signal, async signal =>
+      await transfer({ volume, cas, path, source: store.reader, destination: local, ...o, signal }))
 
   const push = async (path: string, name: string, o: TransferOptions = {}) => {
     const destination = store.store(name)
     if (destination === undefined) throw new BazilError(ErrorCode.NOT_FOUND, `no store named ${name} (see bazil store list)`)
-    return await transfer({ volume, cas, path, source: store.reader, destination, ...o })
+    return await untilStop('push', o.signal, async signal =>
+      await transfer({ volume, cas, path, source: store.reader, destination, ...o, signal }))
   }
 
   const check = async (checkOptions?: { signal?: AbortSignal }): Promise<CheckReport> =>
-    await checkVolume(volume, cas, checkOptions)
+    await untilStop('check', checkOptions?.signal, async signal => await checkVolume(volume, cas, { signal }))
 
   return { volume, closed, stop, status, check, storeAdd, storeList, storeRemove, storePolicy, get, push, peers, invite, peersRemove, peersRename, syncStatus, conflicts }
 }

@@ -1,6 +1,7 @@
 import { describe, it, expect } from 'vitest'
 import { randomBytes } from 'node:crypto'
 import { openTestVolume } from '../helpers/volume.ts'
+import { GatedStore } from '../helpers/gated-store.ts'
 import { isBazilError } from '../../src/errors.ts'
 import type { ErrorCode } from '../../src/errors.ts'
 import type { Volume } from '../../src/fs/volume.ts'
@@ -165,4 +166,19 @@ describe('Volume (no FUSE)', () => {
     await volume.meta.commit(change)
     expect(seen).toBe(2)
   })
+
+  it('closing ends a read that waits on a store that never answers: it fails with CLOSED (EIO), not a hang', async () => {
+    const store = new GatedStore()
+    const t = await openTestVolume({ kv: store })
+    await writeFile(t.volume, '/f', randomBytes(300 * 1024))
+    const fresh = await t.reopen() // nothing of the file in any cache
+    store.holding = true
+    const fh = await fresh.volume.open('/f', 0)
+    const read = fresh.volume.read(fh, Buffer.alloc(131072), 131072, 0).then(() => 'read', (e: unknown) => e)
+    while (store.gets === 0) await new Promise(resolve => setTimeout(resolve, 5))
+    await fresh.reopen() // closes this volume
+    expect(isBazilError(await read, 'CLOSED')).toBe(true)
+    expect(store.aborted).toBeGreaterThan(0) // the cancellation reached the store
+  })
+
 })
