@@ -110,7 +110,12 @@ export function volumePath (path: string, mount: string, cwd = process.cwd()): s
 
 function formatTransfer (report: TransferReport, where: string): string {
   const verb = report.dryRun ? 'would copy' : 'copied'
-  return `${formatCount(report.files)} files, ${formatCount(report.objects)} objects: ${verb} ${formatCount(report.missing)} objects (${humanBytes(report.bytes)}) to ${where}; ${formatCount(report.objects - report.missing)} were there already`
+  const lines = [`${formatCount(report.files)} files, ${formatCount(report.objects)} objects: ${verb} ${formatCount(report.missing)} objects (${humanBytes(report.bytes)}) to ${where}; ${formatCount(report.objects - report.missing)} were there already`]
+  if (report.missing > 0) {
+    for (const s of report.sources ?? []) lines.push(`  ${s.store} holds ${formatCount(s.objects)} of them (${humanBytes(s.bytes)})`)
+    if ((report.unavailable ?? 0) > 0) lines.push(`  ${formatCount(report.unavailable ?? 0)} are in no store or reachable peer: a get cannot fetch them now`)
+  }
+  return lines.join('\n')
 }
 
 export function formatStores (stores: StoreInfo[]): string {

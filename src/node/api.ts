@@ -98,6 +98,13 @@ export interface TransferReport {
   missing: number
   bytes: number
   dryRun: boolean
+  /**
+   * Dry run of `get`: of the missing objects, how many each other store (or peer) holds, and
+   * their bytes (an object held by several stores counts for each).
+   */
+  sources?: Array<{ store: string, objects: number, bytes: number }>
+  /** Dry run of `get`: missing objects that no store or reachable peer holds. */
+  unavailable?: number
 }
 
 export interface CheckProblem {

@@ -281,7 +281,7 @@ export async function startNode (options: StartOptions): Promise<RunningNode> {
 
   const get = async (path: string, o: TransferOptions = {}) =>
     await untilStop('get', o.signal, async signal =>
-      await transfer({ volume, cas, path, source: store.reader, destination: local, ...o, signal }))
+      await transfer({ volume, cas, path, source: store.reader, destination: local, sources: store.others(), ...o, signal }))
 
   const push = async (path: string, name: string, o: TransferOptions = {}) => {
     const destination = store.store(name)

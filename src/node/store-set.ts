@@ -121,6 +121,11 @@ export class StoreSet implements KV, KVHas, KVFlush {
   /** Reads from any store. */
   get reader (): KV { return this.fanout }
 
+  /** Every store and peer besides the local store, by name (what `get` may fetch from). */
+  others (): Array<{ name: string, kv: KV }> {
+    return [...this.remotes.map(s => ({ name: s.config.name, kv: s.kv })), ...this.peers.map(p => ({ name: p.name, kv: p.kv }))]
+  }
+
   status (): MemberStatus[] { return this.fanout.status() }
 
   async backlog (): Promise<TargetBacklog[]> { return await this.queue?.backlog() ?? [] }

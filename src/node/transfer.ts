@@ -2,7 +2,8 @@
  * `bazil get PATH` and `bazil push PATH STORE`: move the content of a file or subtree between
  * stores, deduplicated (only objects the destination lacks move; manifest nodes included) and
  * resumable (an interrupted run simply finds fewer objects missing next time). `dryRun` counts
- * what would move without moving it.
+ * what would move without moving it, and with `sources` also where it would come from: which
+ * stores hold each missing object, and how many no store holds.
  */
 import { walkTree } from '../cas/manifest.ts'
 import { SEAL_OVERHEAD, toHex } from '../cas/seal.ts'
@@ -49,6 +50,8 @@ export async function transfer (options: {
   source: KV
   destination: KV
   dryRun?: boolean
+  /** For a dry run: the stores to ask which of the missing objects they hold. */
+  sources?: Array<{ name: string, kv: KV }>
   signal?: AbortSignal
   onProgress?: (progress: TransferProgress) => void
 }): Promise<TransferReport> {
@@ -57,6 +60,9 @@ export async function transfer (options: {
   const files = filesUnder(volume, options.path)
   const seen = new Set<string>()
   const report: TransferReport = { files: files.length, objects: 0, missing: 0, bytes: 0, dryRun: options.dryRun === true }
+  const sources = options.dryRun === true ? options.sources?.filter(s => hasCapability(s.kv, 'has')) : undefined
+  const held = sources?.map(s => ({ store: s.name, objects: 0, bytes: 0 }))
+  if (held !== undefined) { report.sources = held; report.unavailable = 0 }
   let lastProgress = 0
   const progress = (force = false): void => {
     const now = Date.now()
@@ -76,7 +82,16 @@ export async function transfer (options: {
       if (await destination.has(id, { signal: options.signal })) continue
       report.missing++
       if (options.dryRun === true) {
-        report.bytes += (length ?? 0) + SEAL_OVERHEAD
+        const bytes = (length ?? 0) + SEAL_OVERHEAD
+        report.bytes += bytes
+        if (sources !== undefined && held !== undefined) {
+          const answers = await Promise.all(sources.map(async s => await holds(s.kv, id, options.signal)))
+          answers.forEach((yes, i) => {
+            const tally = held[i]
+            if (yes && tally !== undefined) { tally.objects++; tally.bytes += bytes }
+          })
+          if (!answers.includes(true)) report.unavailable = (report.unavailable ?? 0) + 1
+        }
         continue
       }
       const sealed = await source.get(id, { signal: options.signal })
@@ -88,4 +103,15 @@ export async function transfer (options: {
   }
   progress(true)
   return report
+}
+
+/** Whether `kv` holds `id`; a store that cannot answer now (down, unreachable) does not. */
+async function holds (kv: KV, id: Uint8Array, signal?: AbortSignal): Promise<boolean> {
+  if (!hasCapability(kv, 'has')) return false
+  try {
+    return await kv.has(id, { signal })
+  } catch (err) {
+    if (signal?.aborted === true) throw err
+    return false
+  }
 }
