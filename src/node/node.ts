@@ -21,6 +21,7 @@ import { startNetwork } from './network.ts'
 import type { Network, NetworkOptions } from './network.ts'
 import { LOCAL_STORE_NAME, openStore, parseCopies, parseStore, readPolicy, readStores, writePolicy, writeStores } from './stores.ts'
 import { transfer } from './transfer.ts'
+import { Prefetcher } from './prefetch.ts'
 import { BazilError, ErrorCode } from '../errors.ts'
 import { open as openSealed } from '../cas/seal.ts'
 import { checkVolume, volumeStats } from './check.ts'
@@ -78,6 +79,8 @@ export async function startNode (options: StartOptions): Promise<RunningNode> {
   const volume = new Volume({ meta, cas, stagingDir: home.stagingDir, storeDir: home.storeDir, owner })
   await volume.recover()
   const volumeSync = await VolumeSync.open(home.identity.peerId, volume)
+  /** Fires when the node starts to stop: long requests (get, push, check) end at once. */
+  const lifetime = new AbortController()
   let network: Network | undefined
   let syncer: Syncer | undefined
   if (options.network !== false) {
@@ -94,7 +97,14 @@ export async function startNode (options: StartOptions): Promise<RunningNode> {
     const refreshPeers = (): void => { store.setPeers(net.peerStores()) }
     net.onPeersChanged(refreshPeers)
     refreshPeers()
-    syncer = new Syncer({ sync: volumeSync, changes: net.changes, connectedPeers: () => net.connectedPaired(), pairedPeers: () => net.pairedPeers() })
+    const prefetcher = new Prefetcher({ cas, local, reader: store, signal: lifetime.signal })
+    syncer = new Syncer({
+      sync: volumeSync,
+      changes: net.changes,
+      connectedPeers: () => net.connectedPaired(),
+      pairedPeers: () => net.pairedPeers(),
+      onApplied: records => { prefetcher.offer(records) }
+    })
     const sync = syncer
     net.onPairedConnect(peer => { sync.connected(peer) })
     for (const peer of net.connectedPaired()) sync.connected(peer)
@@ -115,8 +125,6 @@ export async function startNode (options: StartOptions): Promise<RunningNode> {
   let resolveClosed: () => void = () => {}
   const closed = new Promise<void>(resolve => { resolveClosed = resolve })
   let stopping: Promise<void> | undefined
-  /** Fires when the node starts to stop: long requests (get, push, check) end at once. */
-  const lifetime = new AbortController()
 
   const stop = async (): Promise<void> => {
     stopping ??= (async () => {

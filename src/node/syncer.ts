@@ -12,6 +12,7 @@ import { BazilError, ErrorCode, throwIfAborted } from '../errors.ts'
 import type { ChangeLog } from '../../protocols/changes/index.ts'
 import { logger } from '../util/log.ts'
 import type { VolumeSync } from './volume-sync.ts'
+import type { EntryRecord } from '../sync/record.ts'
 
 const log = logger('bazil:syncer')
 
@@ -49,6 +50,8 @@ export interface SyncerDeps {
   connectedPeers: () => string[]
   /** Paired peers, connected or not. */
   pairedPeers: () => string[]
+  /** Records of a page just applied (the prefetch of small files' content listens). */
+  onApplied?: (records: EntryRecord[]) => void
 }
 
 interface PeerState {
@@ -223,6 +226,7 @@ export class Syncer {
         const records = page.records.map(r => sync.decode(r.body))
         const last = page.records.at(-1)?.seq as number
         const report = await sync.apply(peer, records, last)
+        this.#deps.onApplied?.(records)
         log('applied %d of %d records from %s (%d conflicts, %d waiting)', report.applied, records.length, peer, report.conflicts, report.held)
         // The page reached the head the peer had when it answered: what it logs later, it
         // announces. Asking again at once would make a peer that is busy writing serve one

@@ -1,7 +1,7 @@
 /**
  * Sync between two of your devices, as two real daemons on loopback (issue 4): B joins A; a
  * tree written on A appears on B through the mount, content fetched lazily from A; changes on
- * B come back; a file edited on both while B is stopped ends as the file and a conflict copy
+ * B come back; small files' content follows by itself, large files' stays lazy; a file edited on both while B is stopped ends as the file and a conflict copy
  * on both, listed by `bazil conflicts` and settled by deleting the copy; a read of content no
  * reachable peer holds fails at once with EIO; a change to a file open for writing waits until
  * it is closed; and a daemon killed while applying a batch comes back consistent and resumes.
@@ -107,6 +107,27 @@ describe.runIf(kind === 'bazil' && requireFuse('bazil'))('sync between two daemo
     await a.start()
     await syncWait(b)
     expect((await readFile(join(b.mount, 'only-on-a.bin'))).equals(data)).toBe(true)
+  })
+
+  it('fetches the content of small files in the background as they arrive; large files stay lazy', async () => {
+    const { a, b } = await pairedPair()
+    await mkdir(join(a.mount, 'notes'))
+    const small = Array.from({ length: 30 }, (_, i) => randomBytes(500 + i * 997))
+    for (const [i, bytes] of small.entries()) await writeFile(join(a.mount, `notes/n${i}.txt`), bytes)
+    const large = randomBytes(2 * 1024 * 1024)
+    await writeFile(join(a.mount, 'large.bin'), large)
+    await syncWait(a, b)
+    // Nothing on B reads them: B's store fills by itself (the bound only guards against a hang).
+    const missing = async (path: string): Promise<number> => json<{ missing: number }>(await b.run(['get', join(b.mount, path), '--dry-run', '--json'])).missing
+    for (let i = 0; await missing('notes') > 0; i++) {
+      if (i > 300) throw new Error('the small files never arrived in B\'s store')
+      await new Promise(resolve => setTimeout(resolve, 100))
+    }
+    expect(await missing('large.bin')).toBeGreaterThan(0)
+    await a.stop()
+    for (const [i, bytes] of small.entries()) expect((await readFile(join(b.mount, `notes/n${i}.txt`))).equals(bytes)).toBe(true)
+    const error = await readFile(join(b.mount, 'large.bin')).then(() => undefined, (err: NodeJS.ErrnoException) => err)
+    expect(error?.code).toBe('EIO')
   })
 
   it('holds a change to a file open for writing until it is closed, then keeps both versions', async () => {
