@@ -148,6 +148,14 @@ export class Cas {
     if (this.inflight.get(key) === fetch) this.inflight.delete(key)
   }
 
+  /**
+   * Caches a chunk that was opened and verified elsewhere — the fan-out's check of a copy from
+   * another store — so the read that asked for it does not open it a second time.
+   */
+  remember (id: Uint8Array, plain: Uint8Array): void {
+    this.cache.set(toHex(id), plain)
+  }
+
   /** Reads and verifies a chunk, bypassing the cache (used by `bazil check`). */
   async verify (id: Uint8Array, options?: KVOptions): Promise<number> {
     const sealed = await this.kv.get(id, options)
@@ -167,6 +175,8 @@ export class Cas {
       if (isBazilError(err)) throw err
       throw new BazilError(ErrorCode.IO, `reading chunk ${key}`, { cause: err })
     }
+    const verified = this.cache.get(key) // opened while the fan-out checked it (remember)
+    if (verified !== undefined) return verified
     try {
       const plain = open(this.keys, id, sealed)
       this.cache.set(key, plain)

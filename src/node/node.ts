@@ -65,15 +65,21 @@ export async function startNode (options: StartOptions): Promise<RunningNode> {
   await clearStaging(home.stagingDir)
   const local = await LocalStore.open(home.storeDir, { emptyIsTorn: true })
   const keys = deriveContentKeys(home.ownerSecret)
+  // Checks a copy from another store; the opened chunk goes to the CAS's cache, so the read
+  // that asked for it does not open it again.
+  let cas: Cas | undefined
   const validate = (key: Uint8Array, sealed: Uint8Array): boolean => {
-    try { openSealed(keys, key, sealed); return true } catch { return false }
+    let plain: Uint8Array
+    try { plain = openSealed(keys, key, sealed) } catch { return false }
+    cas?.remember(key, plain)
+    return true
   }
   const store = await StoreSet.open(local, home.dir, await readStores(home.dir), validate, {
     copies: (await readPolicy(home.dir)).copies,
     ...rerouteAfter(process.env)
   })
   const sealer = new Sealer(keys)
-  const cas = new Cas(store, keys, { sealer })
+  cas = new Cas(store, keys, { sealer })
   const owner = { uid: process.getuid?.() ?? 0, gid: process.getgid?.() ?? 0 }
   const meta = await MetaStore.open(home.dbDir, owner)
   const volume = new Volume({ meta, cas, stagingDir: home.stagingDir, storeDir: home.storeDir, owner })
