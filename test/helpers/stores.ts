@@ -20,6 +20,11 @@ export async function json<T> (result: RunResult): Promise<T> {
   return JSON.parse(result.stdout) as T
 }
 
+/** `bazil status --json`. */
+export async function status (node: BazilMount): Promise<StatusReport> {
+  return await json<StatusReport>(await node.run(['status', '--json']))
+}
+
 /** Polls until `done` holds; the test's own timeout is the only deadline. */
 export async function until (done: () => Promise<boolean>): Promise<void> {
   while (!await done()) await new Promise(resolve => setTimeout(resolve, 100))
@@ -42,7 +47,7 @@ export async function addSftp (node: BazilMount, name: string, sshd: Sshd): Prom
 
 /** Replication backlog by store name, from `status --json`. */
 export async function backlog (node: BazilMount): Promise<Map<string, { pending: number, lastError?: string }>> {
-  return new Map((await json<StatusReport>(await node.run(['status', '--json']))).replication.map(r => [r.store, r]))
+  return new Map((await status(node)).replication.map(r => [r.store, r]))
 }
 
 /** Waits until every store's replication backlog is empty. */

@@ -14,19 +14,11 @@ import { requireFuse, startBazil, testTarget } from '../helpers/mount.ts'
 import type { BazilMount, RunResult } from '../helpers/mount.ts'
 import { tmpDir } from '../helpers/tmp.ts'
 import { copiesOf, objectsIn } from '../helpers/store-dirs.ts'
+import { json, status } from '../helpers/stores.ts'
 import type { StatusReport } from '../../src/node/api.ts'
 import { replicasFor } from '../../src/node/stores.ts'
 
 const kind = testTarget()
-
-async function json<T> (result: RunResult): Promise<T> {
-  expect(result.code, result.stderr).toBe(0)
-  return JSON.parse(result.stdout) as T
-}
-
-async function status (node: BazilMount): Promise<StatusReport> {
-  return await json<StatusReport>(await node.run(['status', '--json']))
-}
 
 async function must (node: BazilMount, args: string[]): Promise<RunResult> {
   const result = await node.run(args)

@@ -10,23 +10,14 @@ import { mkdir, rm, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { describe, expect, it } from 'vitest'
 import { requireFuse, startBazil, testTarget } from '../helpers/mount.ts'
-import type { BazilMount, RunResult } from '../helpers/mount.ts'
 import { tmpDir } from '../helpers/tmp.ts'
 import { copiesOf, objectsIn } from '../helpers/store-dirs.ts'
-import type { PolicyReport, StatusReport } from '../../src/node/api.ts'
+import { json, status } from '../helpers/stores.ts'
+import type { PolicyReport } from '../../src/node/api.ts'
 import { parseCopies, replicasFor } from '../../src/node/stores.ts'
 import { isBazilError } from '../../src/errors.ts'
 
 const kind = testTarget()
-
-async function json<T> (result: RunResult): Promise<T> {
-  expect(result.code, result.stderr).toBe(0)
-  return JSON.parse(result.stdout) as T
-}
-
-async function status (node: BazilMount): Promise<StatusReport> {
-  return await json<StatusReport>(await node.run(['status', '--json']))
-}
 
 /** Polls until `done` holds; the test's own timeout is the only deadline. */
 async function until (done: () => Promise<boolean>): Promise<void> {
