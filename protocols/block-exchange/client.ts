@@ -1,18 +1,11 @@
 /**
  * The asking side of /bazil/block/1.0.0. A want list becomes one stream carrying requests of
  * at most MAX_IDS_PER_REQUEST ids; the next request is sent when the current one has
- * PREFETCH_WHEN_LEFT answers to go, so the wire does not idle between them. Answers are yielded in the order asked, each checked against the id
+ * PREFETCH_WHEN_LEFT answers to go, so the wire does not idle between them, and our side is
+ * closed after the last. Answers are yielded in the order asked, each checked against the id
  * asked for. Receiving pauses when the consumer does not pull, which stops the sender
  * (back-pressure), so memory stays bounded — but a consumer that stops pulling for the stall
  * timeout loses the stream (the server resets it).
- *
- * Streams are reused: opening one costs a multistream-select negotiation (8–10 ms here, mostly
- * CPU), and a sequential read from a peer makes hundreds of small want lists. A stream whose
- * want list was answered in full waits, idle, for the next want list to that peer for up to
- * IDLE_STREAM_MS (well under the server's request timeout, after which it would reset it), then
- * is closed. A reused stream that fails before its first answer is replaced by a fresh one
- * once. An answer beyond what was asked, found when the want list ends or when the stream is
- * taken again, is a PROTOCOL error and the stream is dropped.
  *
  * Errors: PERMISSION for a peer we have not paired; UNAVAILABLE when the peer cannot be
  * reached, resets the stream or goes away mid-answer; TIMEOUT when no byte arrives for the
@@ -21,7 +14,7 @@
  */
 import type { PeerId, Stream } from '@libp2p/interface'
 import { peerIdFromString } from '@libp2p/peer-id'
-import { BazilError, ErrorCode, isBazilError, throwIfAborted } from '../../src/errors.ts'
+import { BazilError, ErrorCode, throwIfAborted } from '../../src/errors.ts'
 import { deadline } from '../../src/net/deadline.ts'
 import { netError } from '../../src/net/errors.ts'
 import { FrameReader, sendParts } from '../../src/net/frames.ts'
@@ -41,60 +34,6 @@ export interface ClientContext {
   traffic?: Traffic
   log: Logger
   stallTimeoutMs: number
-}
-
-/** How long an answered stream waits for the next want list; under the server's REQUEST_TIMEOUT_MS. */
-const IDLE_STREAM_MS = 2000
-/** Idle streams kept per peer (the server accepts MAX_INBOUND_STREAMS per connection). */
-const MAX_IDLE_PER_PEER = 8
-
-interface Idle { stream: Stream, reader: FrameReader, timer: NodeJS.Timeout }
-const idleStreams = new WeakMap<StreamOpener, Map<string, Idle[]>>()
-
-function idleList (context: ClientContext, peer: string): Idle[] {
-  let byPeer = idleStreams.get(context.connectionManager)
-  if (byPeer === undefined) { byPeer = new Map(); idleStreams.set(context.connectionManager, byPeer) }
-  let list = byPeer.get(peer)
-  if (list === undefined) { list = []; byPeer.set(peer, list) }
-  return list
-}
-
-function reusable (stream: Stream, reader: FrameReader): boolean {
-  return stream.status === 'open' && stream.writeStatus === 'writable' && stream.remoteWriteStatus !== 'closed' &&
-    (stream.readStatus === 'readable' || stream.readStatus === 'paused') && reader.buffered === 0
-}
-
-/** An idle stream to `peer` that can carry another want list, if there is one. */
-function takeIdle (context: ClientContext, peer: string): { stream: Stream, reader: FrameReader } | undefined {
-  const list = idleList(context, peer)
-  for (let idle = list.pop(); idle !== undefined; idle = list.pop()) {
-    clearTimeout(idle.timer)
-    if (reusable(idle.stream, idle.reader)) return { stream: idle.stream, reader: idle.reader }
-    idle.reader.release()
-    idle.stream.abort(new BazilError(ErrorCode.PROTOCOL, 'idle block stream went bad'))
-  }
-  return undefined
-}
-
-function putIdle (context: ClientContext, peer: string, stream: Stream, reader: FrameReader): void {
-  const list = idleList(context, peer)
-  if (list.length >= MAX_IDLE_PER_PEER) {
-    reader.release()
-    stream.close().catch(() => {})
-    return
-  }
-  const idle: Idle = {
-    stream,
-    reader,
-    timer: setTimeout(() => {
-      const at = list.indexOf(idle)
-      if (at !== -1) list.splice(at, 1)
-      reader.release()
-      stream.close().catch(() => { stream.abort(new Error('closing an idle block stream failed')) })
-    }, IDLE_STREAM_MS)
-  }
-  idle.timer.unref()
-  list.push(idle)
 }
 
 export interface Answer {
@@ -120,66 +59,46 @@ export async function * exchange (context: ClientContext, peer: string, kind: Re
   const frames = batches.map(batch => encodeRequestFrame(kind, batch)) // checks every id before anything is sent
   if (batches.length === 0) return
 
-  for (let attempt = 0; ; attempt++) {
-    const idle = attempt === 0 ? takeIdle(context, peer) : undefined
-    const { stream, reader } = idle ?? await openStream(context, peer, peerId, signal)
-    // The consumer may be away (between pulls) when the caller aborts: reset at once anyway.
-    const onAbort = (): void => { stream.abort(new BazilError(ErrorCode.ABORTED, 'block fetch aborted')) }
-    signal?.addEventListener('abort', onAbort, { once: true })
-    let sent = 0
-    let answered = 0
-    const sendNext = async (): Promise<void> => {
-      const frame = frames[sent++]
-      if (frame === undefined) return
-      await sendParts(stream, [frame], { signal, idleMs: context.stallTimeoutMs })
-      context.traffic?.sent(peer, frame.byteLength)
-    }
-    let pooled = false
-    let retry = false
-    try {
-      await sendNext()
-      for (const batch of batches) {
-        for (const [i, id] of batch.entries()) {
-          if (batch.length - i === PREFETCH_WHEN_LEFT) await sendNext()
-          const frame = await reader.next({ signal, idleMs: context.stallTimeoutMs })
-          if (frame === null) throw new BazilError(ErrorCode.UNAVAILABLE, `${peer} ended the stream before answering ${hex(id)}`)
-          const response = decodeResponse(frame)
-          if (Buffer.compare(response.id, id) !== 0) {
-            throw new BazilError(ErrorCode.PROTOCOL, `${peer} answered ${hex(response.id)} when asked for ${hex(id)}`)
-          }
-          answered++
-          yield { id, status: response.status, data: response.data }
+  const { stream, reader } = await openStream(context, peer, peerId, signal)
+  // The consumer may be away (between pulls) when the caller aborts: reset at once anyway.
+  const onAbort = (): void => { stream.abort(new BazilError(ErrorCode.ABORTED, 'block fetch aborted')) }
+  signal?.addEventListener('abort', onAbort, { once: true })
+  let sent = 0
+  const sendNext = async (): Promise<void> => {
+    const frame = frames[sent++]
+    if (frame === undefined) return
+    await sendParts(stream, [frame], { signal, idleMs: context.stallTimeoutMs })
+    context.traffic?.sent(peer, frame.byteLength)
+    if (sent === frames.length) await stream.close({ signal }) // our side: nothing more to ask
+  }
+  let done = false
+  try {
+    await sendNext()
+    for (const batch of batches) {
+      for (const [i, id] of batch.entries()) {
+        if (batch.length - i === PREFETCH_WHEN_LEFT) await sendNext()
+        const frame = await reader.next({ signal, idleMs: context.stallTimeoutMs })
+        if (frame === null) throw new BazilError(ErrorCode.UNAVAILABLE, `${peer} ended the stream before answering ${hex(id)}`)
+        const response = decodeResponse(frame)
+        if (Buffer.compare(response.id, id) !== 0) {
+          throw new BazilError(ErrorCode.PROTOCOL, `${peer} answered ${hex(response.id)} when asked for ${hex(id)}`)
         }
-        if (sent < frames.length && batch.length < PREFETCH_WHEN_LEFT) await sendNext()
+        yield { id, status: response.status, data: response.data }
       }
-      if (reader.buffered > 0) throw new BazilError(ErrorCode.PROTOCOL, `${peer} sent more answers than asked`)
-      if (reusable(stream, reader)) {
-        putIdle(context, peer, stream, reader)
-        pooled = true
-      } else {
-        await stream.close({ signal }) // our side: nothing more to ask
-        const extra = await reader.next({ signal, idleMs: context.stallTimeoutMs })
-        if (extra !== null) throw new BazilError(ErrorCode.PROTOCOL, `${peer} sent more answers than asked`)
-      }
-      return
-    } catch (err) {
-      const error = netError(err, `fetch blocks from ${peer}`, { signal })
-      stream.abort(error)
-      // A reused stream the server gave up on just before we asked: once more on a fresh one.
-      if (idle !== undefined && answered === 0 && signal?.aborted !== true && isBazilError(error, 'UNAVAILABLE')) {
-        retry = true
-      } else {
-        context.log('block fetch from %s failed: %s', peer, error.message)
-        throw error
-      }
-    } finally {
-      signal?.removeEventListener('abort', onAbort)
-      if (!pooled) {
-        reader.release()
-        stream.abort(new Error('block fetch abandoned')) // no-op if already closed or aborted
-      }
+      if (sent < frames.length && batch.length < PREFETCH_WHEN_LEFT) await sendNext()
     }
-    if (!retry) return
+    const extra = await reader.next({ signal, idleMs: context.stallTimeoutMs })
+    if (extra !== null) throw new BazilError(ErrorCode.PROTOCOL, `${peer} sent more answers than asked`)
+    done = true
+  } catch (err) {
+    const error = netError(err, `fetch blocks from ${peer}`, { signal })
+    context.log('block fetch from %s failed: %s', peer, error.message)
+    stream.abort(error)
+    throw error
+  } finally {
+    signal?.removeEventListener('abort', onAbort)
+    reader.release()
+    if (!done) stream.abort(new Error('block fetch abandoned')) // no-op if already closed or aborted
   }
 }
 
