@@ -44,7 +44,9 @@ export function formatStatus (status: StatusReport): string {
       : []),
     ...(status.replication ?? []).map(r => [
       `→ ${r.store}`,
-      (r.pending === 0 ? 'replicated' : `${formatCount(r.pending)} objects to copy`) + (r.lastError !== undefined ? ` (last error: ${r.lastError})` : '')
+      (r.pending === 0 ? 'replicated' : `${formatCount(r.pending)} objects to copy`) +
+        ((r.rerouted ?? 0) > 0 ? `; ${formatCount(r.rerouted ?? 0)} sent to other stores instead (it kept failing)` : '') +
+        (r.lastError !== undefined ? ` (last error: ${r.lastError})` : '')
     ] as [string, string]),
     ...(status.sync === undefined
       ? []

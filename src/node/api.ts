@@ -35,7 +35,8 @@ export interface StatusReport {
   directories: number
   startedAt: string
   /** Objects waiting to be copied to each of the volume's other stores. */
-  replication: Array<{ store: string, pending: number, lastError?: string }>
+  /** Per store: objects still to copy, and objects moved to other stores since the daemon started because this one kept failing. */
+  replication: Array<{ store: string, pending: number, rerouted?: number, lastError?: string }>
   /** The replication policy: how many stores (the local one counts) should hold each object. */
   copies?: number | 'all'
   /** Objects that a store the policy picked for them still lacks. */

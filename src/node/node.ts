@@ -168,7 +168,7 @@ export async function startNode (options: StartOptions): Promise<RunningNode> {
       files: stats.files,
       directories: stats.directories,
       startedAt,
-      replication: backlog.map(b => ({ store: b.name, pending: b.pending, ...(b.lastError !== undefined ? { lastError: b.lastError } : {}) })),
+      replication: backlog.map(b => ({ store: b.name, pending: b.pending, ...(b.rerouted > 0 ? { rerouted: b.rerouted } : {}), ...(b.lastError !== undefined ? { lastError: b.lastError } : {}) })),
       copies: (await readPolicy(home.dir)).copies,
       underReplicated: await store.underReplicated(),
       peers: network?.peers() ?? [],

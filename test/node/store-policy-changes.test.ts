@@ -91,6 +91,8 @@ describe.runIf(kind === 'bazil' && requireFuse('bazil'))('the replication queue 
     const met = await status(node)
     expect(pendingOf(met, 'c')).toBe(0)
     expect(met.replication.find(r => r.store === 'c')?.lastError).toBeDefined()
+    expect(met.replication.find(r => r.store === 'c')?.rerouted).toBe(pickedC.length)
+    expect((await must(node, ['status'])).stdout).toContain(`${pickedC.length} sent to other stores instead`)
     expect((await must(node, ['store', 'list'])).stdout).toMatch(/copies=3.*every object meets it/)
     const held = await copiesOf(node, names.filter(n => n !== 'c').map(dirOf))
     expect([...new Set(held.values())]).toEqual([2])
