@@ -2,6 +2,7 @@
  * What a running node offers the control socket (and so the CLI). `src/node/node.ts` implements
  * it; `src/node/control.ts` serves it over a unix socket in the data dir.
  */
+import type { MemberCounters } from '../kv/fanout.ts'
 import type { PeerReport } from '../net/peers.ts'
 import type { PeerSyncStatus } from './syncer.ts'
 import type { ConflictReport } from './volume-sync.ts'
@@ -75,14 +76,8 @@ export interface PolicyReport {
   underReplicated: number
 }
 
-export interface StoreCounters {
-  requests: number
-  staggered: number
-  wins: number
-  cancelled: number
-  corrupt: number
-  repaired: number
-}
+/** What the fan-out counted for one store (requests, staggered, wins, cancelled, corrupt, repaired). */
+export type StoreCounters = MemberCounters
 
 /** Progress of a long operation, sent as it goes (the CLI draws a progress bar from it). */
 export interface TransferProgress {

@@ -40,14 +40,10 @@ export class Prefetcher {
   readonly #deps: PrefetchDeps
   readonly #queue: Array<{ root: string, depth: number, size: number }> = []
   #running = 0
-  #fetched = 0
 
   constructor (deps: PrefetchDeps) {
     this.#deps = deps
   }
-
-  /** Objects fetched so far. */
-  get fetched (): number { return this.#fetched }
 
   /** Queues the content of the small files among applied records. */
   offer (records: EntryRecord[]): void {
@@ -79,7 +75,6 @@ export class Prefetcher {
     for await (const { id } of walkTree(cas, ref, { signal, size: ref.size })) {
       if (await local.has(id, { signal })) continue
       await reader.get(id, { signal })
-      this.#fetched++
     }
   }
 }

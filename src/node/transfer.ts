@@ -12,7 +12,7 @@ import type { Volume } from '../fs/volume.ts'
 import { isDir, isFile } from '../fs/meta.ts'
 import type { Entry } from '../fs/meta.ts'
 import { hasCapability } from '../kv/kv.ts'
-import type { KV } from '../kv/kv.ts'
+import type { KV, KVHas } from '../kv/kv.ts'
 import { BazilError, ErrorCode, throwIfAborted } from '../errors.ts'
 import type { TransferProgress, TransferReport } from './api.ts'
 
@@ -60,7 +60,7 @@ export async function transfer (options: {
   const files = filesUnder(volume, options.path)
   const seen = new Set<string>()
   const report: TransferReport = { files: files.length, objects: 0, missing: 0, bytes: 0, dryRun: options.dryRun === true }
-  const sources = options.dryRun === true ? options.sources?.filter(s => hasCapability(s.kv, 'has')) : undefined
+  const sources = options.dryRun === true ? options.sources?.flatMap(s => hasCapability(s.kv, 'has') ? [{ name: s.name, kv: s.kv }] : []) : undefined
   const held = sources?.map(s => ({ store: s.name, objects: 0, bytes: 0 }))
   if (held !== undefined) { report.sources = held; report.unavailable = 0 }
   let lastProgress = 0
@@ -106,8 +106,7 @@ export async function transfer (options: {
 }
 
 /** Whether `kv` holds `id`; a store that cannot answer now (down, unreachable) does not. */
-async function holds (kv: KV, id: Uint8Array, signal?: AbortSignal): Promise<boolean> {
-  if (!hasCapability(kv, 'has')) return false
+async function holds (kv: KV & KVHas, id: Uint8Array, signal?: AbortSignal): Promise<boolean> {
   try {
     return await kv.has(id, { signal })
   } catch (err) {
