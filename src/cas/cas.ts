@@ -178,7 +178,11 @@ export class Cas {
     const verified = this.cache.get(key) // opened while the fan-out checked it (remember)
     if (verified !== undefined) return verified
     try {
-      const plain = open(this.keys, id, sealed)
+      // A large chunk is opened on the worker, so a long read keeps the main thread for FUSE
+      // (`sealed` is ours, see KV.get, and may be transferred there).
+      const plain = this.sealer !== undefined && sealed.byteLength >= SMALL_CHUNK
+        ? await this.sealer.open(id, sealed)
+        : open(this.keys, id, sealed)
       this.cache.set(key, plain)
       return plain
     } catch (err) {

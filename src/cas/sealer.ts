@@ -1,16 +1,19 @@
 /**
- * Hashing and sealing on a worker thread. On a 2-core machine the main thread serves FUSE and
- * cuts chunks while the worker computes HMAC ids and AES-GCM seals, so a long write keeps both
- * cores busy. Chunks are transferred (not copied) in both directions.
+ * Hashing and sealing, and opening, on a worker thread. On a 2-core machine the main thread
+ * serves FUSE and cuts chunks while the worker computes HMAC ids and AES-GCM seals, so a long
+ * write keeps both cores busy; a long read likewise leaves decrypting and re-hashing to it.
+ * Chunks are transferred (not copied) in both directions.
  */
 import { Worker } from 'node:worker_threads'
 import { BazilError, ErrorCode } from '../errors.ts'
 import type { ContentKeys } from './keys.ts'
 
 interface Pending {
-  resolve: (value: { id: Uint8Array, sealed: Uint8Array }) => void
+  resolve: (value: Reply) => void
   reject: (err: unknown) => void
 }
+
+interface Reply { seq: number, id?: Uint8Array, sealed?: Uint8Array, plain?: Uint8Array, error?: string, code?: string }
 
 export class Sealer {
   private readonly worker: Worker
@@ -23,14 +26,16 @@ export class Sealer {
       workerData: { idKey: keys.idKey, encKey: keys.encKey }
     })
     this.worker.unref()
-    this.worker.on('message', (msg: { seq: number, id?: Uint8Array, sealed?: Uint8Array, error?: string }) => {
+    this.worker.on('message', (msg: Reply) => {
       const p = this.pending.get(msg.seq)
       if (p === undefined) return
       this.pending.delete(msg.seq)
-      if (msg.error !== undefined || msg.id === undefined || msg.sealed === undefined) {
-        p.reject(new BazilError(ErrorCode.IO, `sealing failed: ${msg.error ?? 'no result'}`))
+      if (msg.error !== undefined) {
+        // A chunk that fails verification stays CORRUPT; anything else is the worker's IO failure.
+        const code = msg.code === ErrorCode.CORRUPT ? ErrorCode.CORRUPT : ErrorCode.IO
+        p.reject(new BazilError(code, code === ErrorCode.CORRUPT ? msg.error : `seal worker: ${msg.error}`))
       } else {
-        p.resolve({ id: msg.id, sealed: msg.sealed })
+        p.resolve(msg)
       }
     })
     this.worker.on('error', err => { this.failAll(err) })
@@ -39,13 +44,30 @@ export class Sealer {
 
   /** Hashes and seals `plain`, which must own its ArrayBuffer (it is transferred away). */
   async seal (plain: Uint8Array): Promise<{ id: Uint8Array, sealed: Uint8Array }> {
+    const reply = await this.ask(seq => { this.worker.postMessage({ seq, plain }, [plain.buffer as ArrayBuffer]) })
+    if (reply.id === undefined || reply.sealed === undefined) throw new BazilError(ErrorCode.IO, 'seal worker: no result')
+    return { id: reply.id, sealed: reply.sealed }
+  }
+
+  /**
+   * Opens and verifies `sealed` as the object `id` (see seal.ts `open`): CORRUPT unless it is.
+   * `sealed` is transferred away (detached) when it is a view of its whole ArrayBuffer, else copied.
+   */
+  async open (id: Uint8Array, sealed: Uint8Array): Promise<Uint8Array> {
+    const whole = sealed.buffer instanceof ArrayBuffer && sealed.byteOffset === 0 && sealed.byteLength === sealed.buffer.byteLength
+    const reply = await this.ask(seq => { this.worker.postMessage({ seq, id, sealed }, whole ? [sealed.buffer as ArrayBuffer] : []) })
+    if (reply.plain === undefined) throw new BazilError(ErrorCode.IO, 'seal worker: no result')
+    return reply.plain
+  }
+
+  private async ask (send: (seq: number) => void): Promise<Reply> {
     if (this.closed) throw new BazilError(ErrorCode.CLOSED, 'sealer is closed')
     const seq = this.seq++
-    return await new Promise((resolve, reject) => {
+    return await new Promise<Reply>((resolve, reject) => {
       this.pending.set(seq, { resolve, reject })
       if (this.pending.size === 1) this.worker.ref()
-      this.worker.postMessage({ seq, plain }, [plain.buffer as ArrayBuffer])
-    }).finally(() => { if (this.pending.size === 0) this.worker.unref() }) as { id: Uint8Array, sealed: Uint8Array }
+      send(seq)
+    }).finally(() => { if (this.pending.size === 0) this.worker.unref() })
   }
 
   async close (): Promise<void> {

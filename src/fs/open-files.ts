@@ -11,7 +11,7 @@ import { ContentBuilder, writeContent } from '../cas/writer.ts'
 import type { Cas } from '../cas/cas.ts'
 import { StagedFile } from './staging.ts'
 import type { Entry, MetaStore } from './meta.ts'
-import type { ContentRef } from '../cas/manifest.ts'
+import type { ContentRef, PrefetchFrontier } from '../cas/manifest.ts'
 import { logger } from '../util/log.ts'
 
 const log = logger('bazil:files')
@@ -28,6 +28,8 @@ export interface OpenInode {
   /** Where the last read ended and how many reads in a row continued the one before (read-ahead). */
   readEnd?: number
   streak?: number
+  /** How far read-ahead has asked for chunks of the content `root` (reset when the reads jump or the content changes). */
+  prefetched?: PrefetchFrontier & { root: string }
 }
 
 /** Read-ahead past a sequential read: it doubles with each read that continues the last, up to this. */
@@ -121,11 +123,17 @@ export class OpenFiles {
     inode.streak = sequential ? Math.min((inode.streak ?? 0) + 1, 16) : 0
     inode.readEnd = Math.max(position + length, sequential ? inode.readEnd ?? 0 : 0)
     const ahead = inode.streak === 0 ? 0 : Math.min(MAX_READ_AHEAD_BYTES, FIRST_READ_AHEAD_BYTES * 2 ** (inode.streak - 1))
-    return await this.readCommitted(this.deps.meta.get(ino), buffer, length, position, ahead)
+    const entry = this.deps.meta.get(ino)
+    const root = entry.content?.root
+    if (root != null && (inode.streak === 0 || inode.prefetched?.root !== root)) inode.prefetched = { to: 0, root }
+    return await this.readCommitted(entry, buffer, length, position, ahead, inode.prefetched)
   }
 
-  /** `readAhead`: bytes past this read to start fetching (chunks from remote stores and peers arrive in parallel). */
-  async readCommitted (entry: Entry, buffer: Buffer, length: number, position: number, readAhead = 0): Promise<number> {
+  /**
+   * `readAhead`: bytes past this read to start fetching (chunks from remote stores and peers
+   * arrive in parallel); `frontier`: where the previous read-ahead of this reader stopped.
+   */
+  async readCommitted (entry: Entry, buffer: Buffer, length: number, position: number, readAhead = 0, frontier?: PrefetchFrontier): Promise<number> {
     const n = Math.max(0, Math.min(length, entry.size - position))
     if (n === 0) return 0
     if (entry.content == null) {
@@ -134,7 +142,7 @@ export class OpenFiles {
     }
     const signal = this.reads.signal
     try {
-      await new ContentReader(this.deps.cas, entry.content, entry.size).read(position, n, buffer, 0, { prefetch: true, readAhead, signal })
+      await new ContentReader(this.deps.cas, entry.content, entry.size).read(position, n, buffer, 0, { prefetch: true, readAhead, frontier, signal })
     } catch (err) {
       if (signal.aborted) throw signal.reason
       throw err

@@ -229,9 +229,13 @@ export class FanoutStore implements KV, KVHas {
               settled = true
               clearTimeout(timer)
               race.abort()
+              // The caller owns what get resolves to (the CAS may transfer it to a worker), so
+              // the background writes below get their own copy.
+              const keep = this.options.keep && m.primary !== true
+              const copy = corrupt.length > 0 || keep ? new Uint8Array(value) : value
               resolve(value)
-              this.repair(key, value, corrupt)
-              if (this.options.keep && m.primary !== true) this.keepCopy(key, value)
+              this.repair(key, copy, corrupt)
+              if (keep) this.keepCopy(key, copy)
             }, (err: unknown) => {
               running--
               this.inFlight--

@@ -5,7 +5,9 @@
  * implements only what it really can.
  *
  * Contract (checked by test/compliance/kv.suite.ts):
- * - `get` of an absent key rejects with BazilError NOT_FOUND.
+ * - `get` of an absent key rejects with BazilError NOT_FOUND. What `get` resolves to belongs to
+ *   the caller: a store never keeps, reuses or writes it later (the CAS may transfer it to a
+ *   worker thread, which detaches it).
  * - `put` is idempotent: putting a key again (with the same value, as content addressing
  *   guarantees) succeeds. A reader never sees a partially written value.
  * - Every method honours `options.signal` and rejects with ABORTED once it fires.

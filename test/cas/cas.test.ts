@@ -9,6 +9,8 @@ import { Cas } from '../../src/cas/cas.ts'
 import { deriveContentKeys } from '../../src/cas/keys.ts'
 import { ErrorCode, isBazilError } from '../../src/errors.ts'
 import { GatedStore } from '../helpers/gated-store.ts'
+import { MemoryStore } from '../../src/kv/memory.ts'
+import { Sealer } from '../../src/cas/sealer.ts'
 
 async function codeOf (promise: Promise<unknown>): Promise<string> {
   try {
@@ -62,5 +64,33 @@ describe('Cas.get under cancellation', () => {
     const { store, cas, id } = await setup()
     expect(await codeOf(cas.get(id, { signal: AbortSignal.abort() }))).toBe(ErrorCode.ABORTED)
     expect(store.gets).toBe(0)
+  })
+})
+
+describe('Cas.get with a seal worker', () => {
+  it('opens large chunks on the worker: right bytes, and a tampered one is CORRUPT, never bytes', async () => {
+    const keys = deriveContentKeys(randomBytes(32))
+    const sealer = new Sealer(keys)
+    try {
+      const kv = new MemoryStore()
+      const large = new Uint8Array(randomBytes(512 * 1024))
+      const small = new Uint8Array(randomBytes(4096))
+      const largeId = await new Cas(kv, keys).put(large)
+      const smallId = await new Cas(kv, keys).put(small)
+      const cas = new Cas(kv, keys, { sealer })
+      expect(Buffer.from(await cas.get(largeId)).equals(large)).toBe(true)
+      expect(Buffer.from(await cas.get(smallId)).equals(small)).toBe(true)
+      // The store still holds intact bytes after the worker opened a copy of them.
+      expect(Buffer.from(await new Cas(kv, keys).get(largeId)).equals(large)).toBe(true)
+
+      const sealed = await kv.get(largeId)
+      const tampered = new Uint8Array(sealed)
+      tampered[1000] = (tampered[1000] as number) ^ 1
+      const bad = new MemoryStore()
+      await bad.put(largeId, tampered)
+      expect(await codeOf(new Cas(bad, keys, { sealer }).get(largeId))).toBe(ErrorCode.CORRUPT)
+    } finally {
+      await sealer.close()
+    }
   })
 })

@@ -34,14 +34,24 @@ function pseudoRandom (size: number): Buffer {
   return createCipheriv('aes-256-ctr', Buffer.alloc(32, 3), Buffer.alloc(16)).update(Buffer.alloc(size))
 }
 
-async function setup (): Promise<{ store: SlowStore, reader: ContentReader, data: Buffer }> {
+/** A CAS that counts the chunk lookups its readers make. */
+class CountingCas extends Cas {
+  gets = 0
+  override async get (id: Uint8Array, options?: KVOptions): Promise<Uint8Array> {
+    this.gets++
+    return await super.get(id, options)
+  }
+}
+
+async function setup (): Promise<{ store: SlowStore, reader: ContentReader, data: Buffer, cas: CountingCas, objects: number }> {
   const store = new SlowStore()
   const keys = deriveContentKeys(Buffer.alloc(32, 5))
   const data = pseudoRandom(12 * 1024 * 1024)
   const ref = await writeContent(new Cas(store, keys), data.length, async (offset, length, target) => { data.copy(target, 0, offset, offset + length) })
   if (ref === null) throw new Error('no content written')
   // A fresh CAS: nothing cached.
-  return { store, reader: new ContentReader(new Cas(store, keys), ref, data.length), data }
+  const cas = new CountingCas(store, keys)
+  return { store, reader: new ContentReader(cas, ref, data.length), data, cas, objects: (await store.stat()).objects }
 }
 
 describe('ContentReader read-ahead', () => {
@@ -66,5 +76,22 @@ describe('ContentReader read-ahead', () => {
     await reader.read(0, out.length, out, 0, { prefetch: true })
     await new Promise(resolve => setTimeout(resolve, 300))
     expect(store.maxInFlight).toBeLessThanOrEqual(2)
+  })
+
+  it('a sequential reader with a frontier asks for each chunk about once, not once per read', async () => {
+    const { store, reader, data, cas, objects } = await setup()
+    const frontier = { to: 0 }
+    const out = Buffer.alloc(data.length)
+    const step = 128 * 1024
+    for (let at = 0; at < data.length; at += step) {
+      await reader.read(at, step, out, at, { prefetch: true, readAhead: 2 * 1024 * 1024, frontier })
+    }
+    expect(out.equals(data)).toBe(true)
+    const reads = data.length / step
+    // Without the frontier every read re-walks its 2 MiB window (~9 chunks): ~9 lookups per read.
+    expect(cas.gets).toBeLessThanOrEqual(reads + 3 * objects)
+    expect(frontier.to).toBeGreaterThanOrEqual(data.length)
+    await new Promise(resolve => setTimeout(resolve, 100))
+    expect(store.gets).toBeLessThanOrEqual(objects)
   })
 })
