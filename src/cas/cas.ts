@@ -18,7 +18,8 @@ import { keyedChunkerParams } from './chunker.ts'
 import type { ChunkerParams } from './chunker.ts'
 
 const log = logger('bazil:cas')
-const SMALL_CHUNK = 128 * 1024
+/** Chunks from this size up are sealed and opened on the worker (a round trip costs more than sealing 10 KiB). */
+export const SEAL_ON_WORKER_BYTES = 128 * 1024
 
 export interface CasOptions {
   /** Bytes of opened (plaintext) chunks kept for reads. */
@@ -68,7 +69,7 @@ export class Cas {
    * `plain` must own its ArrayBuffer and is not usable afterwards (it may be transferred).
    */
   async store (plain: Uint8Array, options?: KVPutOptions): Promise<Uint8Array> {
-    if (plain.byteLength < SMALL_CHUNK) {
+    if (plain.byteLength < SEAL_ON_WORKER_BYTES) {
       // A small chunk costs less to seal here than a round trip to the worker.
       const id = chunkId(this.keys, plain)
       await this.putWithId(id, plain, options)
@@ -180,7 +181,7 @@ export class Cas {
     try {
       // A large chunk is opened on the worker, so a long read keeps the main thread for FUSE
       // (`sealed` is ours, see KV.get, and may be transferred there).
-      const plain = this.sealer !== undefined && sealed.byteLength >= SMALL_CHUNK
+      const plain = this.sealer !== undefined && sealed.byteLength >= SEAL_ON_WORKER_BYTES
         ? await this.sealer.open(id, sealed)
         : open(this.keys, id, sealed)
       this.cache.set(key, plain)

@@ -51,10 +51,11 @@ export class Sealer {
 
   /**
    * Opens and verifies `sealed` as the object `id` (see seal.ts `open`): CORRUPT unless it is.
-   * `sealed` is transferred away (detached) when it is a view of its whole ArrayBuffer, else copied.
+   * `sealed` is transferred away (detached) when it is a view of its whole ArrayBuffer, else
+   * (or with `copy`, when the caller still needs it) copied.
    */
-  async open (id: Uint8Array, sealed: Uint8Array): Promise<Uint8Array> {
-    const whole = sealed.buffer instanceof ArrayBuffer && sealed.byteOffset === 0 && sealed.byteLength === sealed.buffer.byteLength
+  async open (id: Uint8Array, sealed: Uint8Array, options: { copy?: boolean } = {}): Promise<Uint8Array> {
+    const whole = options.copy !== true && sealed.buffer instanceof ArrayBuffer && sealed.byteOffset === 0 && sealed.byteLength === sealed.buffer.byteLength
     const reply = await this.ask(seq => { this.worker.postMessage({ seq, id, sealed }, whole ? [sealed.buffer as ArrayBuffer] : []) })
     if (reply.plain === undefined) throw new BazilError(ErrorCode.IO, 'seal worker: no result')
     return reply.plain

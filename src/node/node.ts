@@ -7,7 +7,7 @@ import { readdir, rm } from 'node:fs/promises'
 import { join } from 'node:path'
 import { LocalStore } from '../kv/local.ts'
 import { hasCapability } from '../kv/kv.ts'
-import { Cas } from '../cas/cas.ts'
+import { Cas, SEAL_ON_WORKER_BYTES } from '../cas/cas.ts'
 import { deriveContentKeys } from '../cas/keys.ts'
 import { Sealer } from '../cas/sealer.ts'
 import { MetaStore } from '../fs/meta.ts'
@@ -22,7 +22,7 @@ import type { Network, NetworkOptions } from './network.ts'
 import { LOCAL_STORE_NAME, openStore, parseCopies, parseStore, readPolicy, readStores, writePolicy, writeStores } from './stores.ts'
 import { transfer } from './transfer.ts'
 import { Prefetcher } from './prefetch.ts'
-import { BazilError, ErrorCode } from '../errors.ts'
+import { BazilError, ErrorCode, isBazilError } from '../errors.ts'
 import { open as openSealed } from '../cas/seal.ts'
 import { checkVolume, volumeStats } from './check.ts'
 import { logger } from '../util/log.ts'
@@ -66,11 +66,17 @@ export async function startNode (options: StartOptions): Promise<RunningNode> {
   const local = await LocalStore.open(home.storeDir, { emptyIsTorn: true })
   const keys = deriveContentKeys(home.ownerSecret)
   // Checks a copy from another store; the opened chunk goes to the CAS's cache, so the read
-  // that asked for it does not open it again.
+  // that asked for it does not open it again. A large one is opened on the seal worker.
+  const sealer = new Sealer(keys)
   let cas: Cas | undefined
-  const validate = (key: Uint8Array, sealed: Uint8Array): boolean => {
+  const validate = async (key: Uint8Array, sealed: Uint8Array): Promise<boolean> => {
     let plain: Uint8Array
-    try { plain = openSealed(keys, key, sealed) } catch { return false }
+    try {
+      plain = sealed.byteLength >= SEAL_ON_WORKER_BYTES ? await sealer.open(key, sealed, { copy: true }) : openSealed(keys, key, sealed)
+    } catch (err) {
+      if (isBazilError(err, 'CORRUPT')) return false
+      throw err
+    }
     cas?.remember(key, plain)
     return true
   }
@@ -78,7 +84,6 @@ export async function startNode (options: StartOptions): Promise<RunningNode> {
     copies: (await readPolicy(home.dir)).copies,
     ...rerouteAfter(process.env)
   })
-  const sealer = new Sealer(keys)
   cas = new Cas(store, keys, { sealer })
   const owner = { uid: process.getuid?.() ?? 0, gid: process.getgid?.() ?? 0 }
   const meta = await MetaStore.open(home.dbDir, owner)

@@ -42,12 +42,12 @@ export class StoreSet implements KV, KVHas, KVFlush {
   private constructor (
     readonly local: LocalStore,
     private readonly homeDir: string,
-    private readonly validate: (key: Uint8Array, value: Uint8Array) => boolean
+    private readonly validate: (key: Uint8Array, value: Uint8Array) => boolean | Promise<boolean>
   ) {
     this.fanout = new FanoutStore([{ name: LOCAL_STORE_NAME, kv: local, primary: true }])
   }
 
-  static async open (local: LocalStore, homeDir: string, configs: StoreConfig[], validate: (key: Uint8Array, value: Uint8Array) => boolean, options: StoreSetOptions = {}): Promise<StoreSet> {
+  static async open (local: LocalStore, homeDir: string, configs: StoreConfig[], validate: (key: Uint8Array, value: Uint8Array) => boolean | Promise<boolean>, options: StoreSetOptions = {}): Promise<StoreSet> {
     const set = new StoreSet(local, homeDir, validate)
     set.copies = options.copies ?? 'all'
     set.rerouteAfterMs = options.rerouteAfterMs ?? DEFAULT_REROUTE_AFTER_MS
