@@ -84,6 +84,11 @@ declare module 'fuse-native' {
       symlink?: (target: string, path: string, cb: Done) => void
       mkdir?: (path: string, mode: number, cb: DoneWithStat) => void
       rmdir?: (path: string, cb: Done) => void
+      /**
+       * A write the binding already answered (write-behind, see `bazilWriteBehind`): apply it,
+       * then call `done` once, whatever the outcome. `buffer` is the binding's own copy.
+       */
+      bazilWriteBehind?: (fd: number, buffer: Buffer, position: number, done: () => void) => void
     }
 
     interface Options {
@@ -112,6 +117,14 @@ declare module 'fuse-native' {
      * in C without a round trip: turn it on only while no entry has that attribute.
      */
     static bazilNoCapability (on: boolean): void
+    /**
+     * Write-behind for this mount (call after mounting): each write is answered at once while at
+     * most `maxBytes` of them wait for `ops.bazilWriteBehind`, which gets them in order, each
+     * before any later request; 0 turns it off.
+     */
+    bazilWriteBehind (maxBytes: number): void
+    /** Hands the writes still waiting to `ops.bazilWriteBehind` now. */
+    bazilDrainWrites (): void
   }
 
   export = Fuse

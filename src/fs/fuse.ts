@@ -113,7 +113,19 @@ export interface MountOptions {
   fsname?: string
   /** libfuse's own request trace on stderr. */
   debug?: boolean
+  /**
+   * Write-behind budget (only for a volume with `writeBehind`): writes are answered at once
+   * while at most this many bytes of them wait to be applied; 0 turns it off. Default
+   * WRITE_BEHIND_BYTES.
+   */
+  writeBehindBytes?: number
 }
+
+/**
+ * Default write-behind budget: 8 MiB, 64 of the largest writes. Each write waiting is
+ * charged at least 4 KiB, so at most 2,048 wait (well inside a file actor's mailbox).
+ */
+export const WRITE_BEHIND_BYTES = 8 * 1024 * 1024
 
 export interface Mount {
   readonly dir: string
@@ -155,7 +167,9 @@ export async function mountVolume (volume: VolumeOps, dir: string, options: Moun
       else resolve()
     })
   }).catch((err: unknown) => { capability.release(); throw err })
-  log('mounted %s', mountpoint)
+  const writeBehindBytes = volume.writeBehind === undefined ? 0 : options.writeBehindBytes ?? WRITE_BEHIND_BYTES
+  if (writeBehindBytes > 0) fuse.bazilWriteBehind(writeBehindBytes)
+  log('mounted %s (write-behind %d bytes)', mountpoint, writeBehindBytes)
 
   let unmounting: Promise<void> | undefined
   const unmount = async (): Promise<void> => {
@@ -165,6 +179,7 @@ export async function mountVolume (volume: VolumeOps, dir: string, options: Moun
           unmounting = undefined // let the caller try again
           reject(fromSystemError(err, `unmount ${mountpoint}`))
         } else {
+          fuse.bazilDrainWrites() // writes answered before the unmount reach the volume
           log('unmounted %s', mountpoint)
           capability.release()
           resolve()
@@ -271,7 +286,7 @@ let loading: Promise<BazilFuseClass> | undefined
  */
 async function loadFuse (): Promise<BazilFuseClass> {
   loading ??= import('fuse-native').then(({ default: Fuse }) => {
-    if (Fuse.BAZIL_PATCH_LEVEL < 3) {
+    if (Fuse.BAZIL_PATCH_LEVEL < 4) {
       throw new BazilError(ErrorCode.UNAVAILABLE,
         'fuse-native is not patched (its prebuilt binary was loaded): run `npm install`, whose postinstall patches and rebuilds it')
     }
@@ -393,6 +408,18 @@ function volumeOperations (volume: VolumeOps, capability: CapabilityFastPath): F
     write: (path, fh, buffer, length, position, cb) => {
       answerCount('write', path, cb, async () => await volume.write(fh, buffer, length, position))
     },
+    ...(volume.writeBehind === undefined
+      ? {}
+      : {
+          bazilWriteBehind: (fh: number, buffer: Buffer, position: number, done: () => void) => {
+            requestSeq++
+            const applied = volume.writeBehind?.(fh, buffer, position) ?? Promise.resolve()
+            applied.then(done, (err: unknown) => {
+              log.error('write-behind: the volume rejected (it must not): %O', err)
+              done()
+            })
+          }
+        }),
     flush: (path, fh, cb) => { answer('flush', path, cb, async () => { await volume.flush(fh); return ok() }) },
     fsync: (path, datasync, fh, cb) => { answer('fsync', path, cb, async () => { await volume.fsync(fh, datasync !== 0); return ok() }) },
     release: (path, fh, cb) => {

@@ -24,6 +24,8 @@ export interface OpenInode {
   /** Times of the latest write, kept in memory until the commit persists them. */
   pendingMtimeMs: number | null
   actor: Actor
+  /** Write-behind writes queued on the actor and not yet applied (see `writeBehind`). */
+  writesPending: number
   eager: EagerCommit | null
   /** Where the last read ended and how many reads in a row continued the one before (read-ahead). */
   readEnd?: number
@@ -55,6 +57,8 @@ const EAGER_STEP = 32 * 1024 * 1024
 interface Handle {
   ino: number
   flags: number
+  /** The first write-behind failure on this handle, until a flush or fsync reports it. */
+  error?: unknown
 }
 
 export interface OpenFilesDeps {
@@ -94,7 +98,7 @@ export class OpenFiles {
   openHandle (ino: number, flags: number): number {
     let inode = this.inodes.get(ino)
     if (inode === undefined) {
-      inode = { ino, handles: 0, staged: null, pendingMtimeMs: null, eager: null, actor: new Actor({ name: `file ${ino}`, mailboxSize: 4096 }) }
+      inode = { ino, handles: 0, staged: null, pendingMtimeMs: null, writesPending: 0, eager: null, actor: new Actor({ name: `file ${ino}`, mailboxSize: 4096 }) }
       this.inodes.set(ino, inode)
     }
     inode.handles++
@@ -113,7 +117,7 @@ export class OpenFiles {
 
   async read (fh: number, buffer: Buffer, length: number, position: number): Promise<number> {
     const { ino, inode } = this.handle(fh)
-    if (inode.staged !== null) {
+    if (inode.staged !== null || inode.writesPending > 0) {
       return await inode.actor.ask(async () => {
         if (inode.staged !== null) return await inode.staged.read(buffer, length, position)
         return await this.readCommitted(this.deps.meta.get(ino), buffer, length, position)
@@ -153,16 +157,63 @@ export class OpenFiles {
   async write (fh: number, buffer: Buffer, length: number, position: number): Promise<number> {
     const { ino, inode } = this.handle(fh)
     const append = ((this.handles.get(fh)?.flags ?? 0) & O_APPEND) !== 0
-    return await inode.actor.ask(async () => {
-      const staged = await this.stage(ino, inode)
-      // O_APPEND writes land at the true end, as pwrite(2) does: the kernel's idea of the
-      // size can be stale when another name of the file (a hard link) changed it.
-      if (append) position = staged.size
-      const n = await staged.write(buffer, length, position)
-      inode.pendingMtimeMs = Date.now()
-      this.advanceEager(inode, staged, position)
-      return n
-    })
+    return await inode.actor.ask(async () => await this.applyWrite(ino, inode, buffer, length, position, append))
+  }
+
+  /**
+   * A write the kernel has already been answered for: queued on the file's actor now, so
+   * everything asked of the file later comes after it (reads and getattr wait for it through
+   * `settled`), applied in turn; a failure is kept for the next flush or fsync of `fh`
+   * (`takeError`). Never rejects.
+   */
+  async writeBehind (fh: number, buffer: Buffer, position: number): Promise<void> {
+    const handle = this.handles.get(fh)
+    const inode = handle === undefined ? undefined : this.inodes.get(handle.ino)
+    if (handle === undefined || inode === undefined) {
+      log.error('write-behind of %d bytes to handle %d, which is not open: dropped', buffer.byteLength, fh)
+      return
+    }
+    const append = (handle.flags & O_APPEND) !== 0
+    inode.writesPending++
+    try {
+      await inode.actor.ask(async () => {
+        try {
+          await this.applyWrite(handle.ino, inode, buffer, buffer.byteLength, position, append)
+        } catch (err) {
+          handle.error ??= err
+          log('write-behind to entry %d failed (reported at the next flush or fsync): %s', handle.ino, (err as Error).message)
+        }
+      })
+    } catch (err) {
+      handle.error ??= err // the actor refused it (stopped, or its mailbox was full)
+    } finally {
+      inode.writesPending--
+    }
+  }
+
+  /** Waits until the write-behind writes queued for an entry so far are applied. */
+  async settled (ino: number): Promise<void> {
+    const inode = this.inodes.get(ino)
+    if (inode !== undefined && inode.writesPending > 0) await inode.actor.ask(() => {})
+  }
+
+  /** The first write-behind failure on `fh` since the last call, if any (cleared). */
+  takeError (fh: number): unknown {
+    const handle = this.handles.get(fh)
+    const error = handle?.error
+    if (handle !== undefined) handle.error = undefined
+    return error
+  }
+
+  private async applyWrite (ino: number, inode: OpenInode, buffer: Uint8Array, length: number, position: number, append: boolean): Promise<number> {
+    const staged = await this.stage(ino, inode)
+    // O_APPEND writes land at the true end, as pwrite(2) does: the kernel's idea of the
+    // size can be stale when another name of the file (a hard link) changed it.
+    if (append) position = staged.size
+    const n = await staged.write(buffer, length, position)
+    inode.pendingMtimeMs = Date.now()
+    this.advanceEager(inode, staged, position)
+    return n
   }
 
   /** Truncates an entry through its open state (opening a temporary one if needed). */

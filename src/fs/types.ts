@@ -49,6 +49,14 @@ export interface VolumeOps {
   create: (path: string, mode: number, flags?: number) => Promise<number>
   read: (fh: number, buffer: Buffer, length: number, position: number) => Promise<number>
   write: (fh: number, buffer: Buffer, length: number, position: number) => Promise<number>
+  /**
+   * Optional write-behind: a write the FUSE edge has already answered. It must be ordered, at
+   * the moment of the call, before every later request (a read, getattr or utimens of the file
+   * waits for it; flush, fsync and truncate come after it), and a failure must be reported by
+   * the next flush or fsync of `fh`. Resolves (never rejects) once the write is applied or
+   * has failed. Without it, every write waits for `write`.
+   */
+  writeBehind?: (fh: number, buffer: Buffer, position: number) => Promise<void>
   flush: (fh: number) => Promise<void>
   fsync: (fh: number, datasync: boolean) => Promise<void>
   release: (fh: number) => Promise<void>

@@ -116,14 +116,19 @@ export class Volume implements VolumeOps {
   }
 
   async getattr (path: string): Promise<Attr> {
-    return this.attr(this.meta.get(this.resolve(path)))
+    const ino = this.resolve(path)
+    if ((this.files.inode(ino)?.writesPending ?? 0) > 0) await this.files.settled(ino)
+    return this.attr(this.meta.get(ino))
   }
 
   async fgetattr (path: string, fh: number): Promise<Attr> {
     if (fh > 0) {
-      try {
-        return this.attr(this.meta.get(this.files.handle(fh).ino))
-      } catch {}
+      let ino: number | undefined
+      try { ino = this.files.handle(fh).ino } catch {}
+      if (ino !== undefined) {
+        await this.files.settled(ino)
+        return this.attr(this.meta.get(ino))
+      }
     }
     return await this.getattr(path)
   }
@@ -196,12 +201,29 @@ export class Volume implements VolumeOps {
     return await this.files.write(fh, buffer, length, position)
   }
 
+  async writeBehind (fh: number, buffer: Buffer, position: number): Promise<void> {
+    await this.files.writeBehind(fh, buffer, position)
+  }
+
   async flush (fh: number): Promise<void> {
-    await this.files.commit(this.files.handle(fh).ino)
+    await this.commitHandle(fh, {})
   }
 
   async fsync (fh: number, _datasync: boolean): Promise<void> {
-    await this.files.commit(this.files.handle(fh).ino, { sync: true })
+    await this.commitHandle(fh, { sync: true })
+  }
+
+  /** Commits an open file; a write-behind failure on `fh` is reported first (and once). */
+  private async commitHandle (fh: number, options: { sync?: boolean }): Promise<void> {
+    let failure: unknown
+    try {
+      await this.files.commit(this.files.handle(fh).ino, options)
+    } catch (err) {
+      failure = err
+    }
+    const deferred = this.files.takeError(fh)
+    if (deferred !== undefined) throw deferred
+    if (failure !== undefined) throw failure
   }
 
   async release (fh: number): Promise<void> {
@@ -343,6 +365,7 @@ export class Volume implements VolumeOps {
     const now = Date.now()
     const pick = (t: TimeSpec, old: number): number => t === 'omit' ? old : t === 'now' ? now : t
     const ino = this.resolve(path)
+    await this.files.settled(ino) // a write still queued would set mtime after this
     if (mtime !== 'omit') this.files.clearPendingTimes(ino)
     await this.updateEntry(path, e => ({ ...e, atimeMs: pick(atime, e.atimeMs), mtimeMs: pick(mtime, e.mtimeMs) }))
   }

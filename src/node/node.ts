@@ -47,6 +47,17 @@ function rerouteAfter (env: NodeJS.ProcessEnv): { rerouteAfterMs?: number } {
   return { rerouteAfterMs: Number(text) }
 }
 
+/**
+ * `BAZIL_WRITE_BEHIND_BYTES`: the mount's write-behind budget (default WRITE_BEHIND_BYTES in
+ * src/fs/fuse.ts; 0 turns write-behind off, e.g. to compare).
+ */
+function writeBehind (env: NodeJS.ProcessEnv): { writeBehindBytes?: number } {
+  const text = env.BAZIL_WRITE_BEHIND_BYTES
+  if (text === undefined || text === '') return {}
+  if (!/^[0-9]+$/.test(text)) throw new BazilError(ErrorCode.INVALID, `BAZIL_WRITE_BEHIND_BYTES must be a number of bytes (got "${text}")`)
+  return { writeBehindBytes: Number(text) }
+}
+
 export interface StartOptions {
   home: Home
   mount: string
@@ -122,7 +133,7 @@ export async function startNode (options: StartOptions): Promise<RunningNode> {
   }
   let mount: Mount
   try {
-    mount = await mountVolume(volume, options.mount, { fsname: `bazil:${home.volume.name}` })
+    mount = await mountVolume(volume, options.mount, { fsname: `bazil:${home.volume.name}`, ...writeBehind(process.env) })
   } catch (err) {
     await network?.stop()
     await meta.close()

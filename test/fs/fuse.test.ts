@@ -307,6 +307,124 @@ except OSError as e: print(e.errno)`, at('fifo')])
   })
 })
 
+/**
+ * A passthrough volume with write-behind whose writes wait at a gate the test holds: every
+ * other request that depends on a write (getattr, read, write, flush, fsync, release,
+ * truncate, utimens) waits for the writes handed over before it, as VolumeOps asks.
+ */
+function gatedWriteBehind (inner: PassthroughVolume): { volume: PassthroughVolume, log: string[], hold: () => void, release: () => void } {
+  const log: string[] = []
+  let applied: Promise<void> = Promise.resolve()
+  let gate: Promise<void> = Promise.resolve()
+  let open = (): void => {}
+  const ordered = new Set(['getattr', 'fgetattr', 'read', 'write', 'flush', 'fsync', 'release', 'truncate', 'ftruncate', 'utimens'])
+  const volume = new Proxy(inner, {
+    get (target, prop, receiver) {
+      const value: unknown = Reflect.get(target, prop, receiver)
+      if (prop === 'writeBehind') {
+        return async (fh: number, buffer: Buffer, position: number): Promise<void> => {
+          log.push(`behind ${position}+${buffer.length}`)
+          const before = applied
+          const at = gate
+          applied = (async () => {
+            await before
+            await at
+            await inner.write(fh, buffer, buffer.length, position)
+          })().catch(() => {})
+          await applied
+        }
+      }
+      if (typeof prop !== 'string' || !ordered.has(prop) || typeof value !== 'function') return value
+      return async (...args: unknown[]): Promise<unknown> => {
+        log.push(prop === 'write' ? `write ${String(args[3])}+${String(args[2])}` : prop)
+        await applied
+        return await (value as (...a: unknown[]) => Promise<unknown>).apply(target, args)
+      }
+    }
+  })
+  return {
+    volume,
+    log,
+    hold: () => { gate = new Promise(resolve => { open = resolve }) },
+    release: () => { open() }
+  }
+}
+
+async function until (what: string, check: () => boolean): Promise<void> {
+  const deadline = Date.now() + 10_000
+  while (!check()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
+    await new Promise(resolve => setTimeout(resolve, 5))
+  }
+}
+
+describe.skipIf(fuseMissing !== undefined)('FUSE edge: write-behind', () => {
+  let backing: string
+  let mnt: string
+  let gated: ReturnType<typeof gatedWriteBehind>
+  let mount: Mount | undefined
+
+  beforeAll(async () => {
+    backing = await tmpDir('bazil-fuse-wb-backing-')
+    mnt = await fs.mkdtemp(join(tmpdir(), 'bazil-fuse-wb-mnt-'))
+    gated = gatedWriteBehind(passthroughVolume(backing))
+    mount = await mountVolume(gated.volume, mnt, { writeBehindBytes: 64 * 1024 })
+  })
+
+  afterAll(async () => {
+    gated?.release()
+    await mount?.unmount()
+    await gated?.volume.close()
+    await fs.rmdir(mnt)
+  })
+
+  it('answers a write before the volume applies it, and hands it over before the next request', async () => {
+    const a = randomBytes(1000)
+    const b = randomBytes(3000)
+    const file = await fs.open(join(mnt, 'early'), 'w')
+    try {
+      gated.log.length = 0
+      gated.hold()
+      // Both writes return while the volume cannot apply either (the gate is shut).
+      await file.write(a, 0, a.length, 0)
+      await file.write(b, 0, b.length, a.length)
+      const stat = file.stat()
+      await until('the getattr', () => gated.log.some(line => line.endsWith('getattr')))
+      const asked = gated.log.findIndex(line => line.endsWith('getattr'))
+      expect(gated.log.slice(0, asked)).toEqual(['behind 0+1000', 'behind 1000+3000'])
+      gated.release()
+      expect((await stat).size).toBe(4000)
+    } finally {
+      gated.release()
+      await file.close()
+    }
+    expect((await fs.readFile(join(backing, 'early'))).equals(Buffer.concat([a, b]))).toBe(true)
+  })
+
+  it('past its budget, a write waits its turn behind the ones answered early', async () => {
+    const pieces = Array.from({ length: 17 }, () => randomBytes(4096))
+    const file = await fs.open(join(mnt, 'budget'), 'w')
+    try {
+      gated.log.length = 0
+      gated.hold()
+      // 16 writes of 4 KiB fill the 64 KiB budget; the 17th takes the ordinary path.
+      for (let i = 0; i < 16; i++) await file.write(pieces[i] as Buffer, 0, 4096, i * 4096)
+      const last = file.write(pieces[16] as Buffer, 0, 4096, 16 * 4096)
+      await until('the ordinary write', () => gated.log.some(line => line.startsWith('write ')))
+      expect(gated.log.filter(line => line.startsWith('behind') || line.startsWith('write'))).toEqual([
+        ...pieces.slice(0, 16).map((_, i) => `behind ${i * 4096}+4096`),
+        `write ${16 * 4096}+4096`
+      ])
+      gated.release()
+      expect((await last).bytesWritten).toBe(4096)
+    } finally {
+      gated.release()
+      await file.close()
+    }
+    expect((await fs.readFile(join(backing, 'budget'))).equals(Buffer.concat(pieces))).toBe(true)
+  })
+})
+
 /** A separate daemon process (node --import tsx, so a SIGKILL reaches the mounting process). */
 async function startChild (mode: 'hold' | 'cycle', backing: string, mnt: string): Promise<ReturnType<typeof spawn>> {
   const dir = await tmpDir('bazil-fuse-script-')

@@ -1,5 +1,7 @@
 import { describe, it, expect } from 'vitest'
 import { randomBytes } from 'node:crypto'
+import { mkdir, rm } from 'node:fs/promises'
+import { join } from 'node:path'
 import { openTestVolume } from '../helpers/volume.ts'
 import { GatedStore } from '../helpers/gated-store.ts'
 import { isBazilError } from '../../src/errors.ts'
@@ -179,6 +181,49 @@ describe('Volume (no FUSE)', () => {
     await fresh.reopen() // closes this volume
     expect(isBazilError(await read, 'CLOSED')).toBe(true)
     expect(store.aborted).toBeGreaterThan(0) // the cancellation reached the store
+  })
+
+  it('write-behind: getattr, read and utimens asked after a write see it, also while the file is busy', async () => {
+    const { volume } = await openTestVolume()
+    const first = randomBytes(5 * 1024 * 1024)
+    const fh = await volume.create('/f', 0o644)
+    await volume.write(fh, first, first.length, 0)
+    const flushing = volume.flush(fh) // the file's actor is busy chunking 5 MiB
+    void volume.writeBehind(fh, Buffer.from('tail'), first.length)
+    expect((await volume.getattr('/f')).size).toBe(first.length + 4)
+    expect((await volume.fgetattr('/f', fh)).size).toBe(first.length + 4)
+    const reader = await volume.open('/f', 0)
+    const got = Buffer.alloc(4)
+    void volume.writeBehind(fh, Buffer.from('TAIL'), first.length)
+    expect(await volume.read(reader, got, 4, first.length)).toBe(4)
+    expect(got.toString()).toBe('TAIL')
+    void volume.writeBehind(fh, Buffer.from('!'), 0)
+    await volume.utimens('/f', 1_000_000, 2_000_000) // after the write: its time must not win
+    await flushing
+    await volume.release(fh)
+    await volume.release(reader)
+    const attr = await volume.getattr('/f')
+    expect(attr.mtimeMs).toBe(2_000_000)
+    expect(attr.size).toBe(first.length + 4)
+    const check = await volume.open('/f', 0)
+    const head = Buffer.alloc(2)
+    await volume.read(check, head, 2, 0)
+    await volume.release(check)
+    expect(head.equals(Buffer.concat([Buffer.from('!'), first.subarray(1, 2)]))).toBe(true)
+  })
+
+  it('write-behind: a failed write is reported by the next flush, once, and the rest stays', async () => {
+    const t = await openTestVolume()
+    const fh = await t.volume.create('/f', 0o644)
+    await t.volume.writeBehind(fh, Buffer.from('kept'), 0)
+    // Past 64 KiB a write needs a staging file: without the staging dir it cannot be made.
+    await rm(join(t.dir, 'staging'), { recursive: true })
+    await t.volume.writeBehind(fh, randomBytes(4096), 1024 * 1024) // resolves: the error waits
+    await expect(t.volume.flush(fh)).rejects.toSatisfy(code('NOT_FOUND'))
+    await t.volume.flush(fh) // reported once
+    await t.volume.release(fh)
+    await mkdir(join(t.dir, 'staging'))
+    expect((await readFile(t.volume, '/f')).toString()).toBe('kept')
   })
 
 })
