@@ -78,31 +78,69 @@ export async function serveStream (stream: Stream, connection: Connection, conte
   }
 }
 
+/**
+ * Answers up to this size travel in one piece (header and block copied together), and answers
+ * already read are sent together up to COALESCE_BYTES: each send is a muxer frame, a Noise
+ * message and a socket write, which cost the serving side more than the bytes of a small
+ * block (2,000 small files to a peer: ~0.5 ms of the JS thread per block answered).
+ */
+const SMALL_ANSWER_BYTES = 64 * 1024
+const COALESCE_BYTES = 256 * 1024
+
 /** Sends one answer per id of `request`, in order; resolves with how many were sent. */
 async function answer (stream: Stream, peer: string, request: Request, context: ServerContext, signal: AbortSignal): Promise<number> {
-  const answers: Array<Promise<Answer> | undefined> = new Array(request.ids.length)
-  for (let i = 0; i < READ_AHEAD; i++) startRead(answers, request, context, signal, i)
-  for (const [i, id] of request.ids.entries()) {
+  const reads: Reads = { answers: new Array(request.ids.length), ready: new Array(request.ids.length) }
+  for (let i = 0; i < READ_AHEAD; i++) startRead(reads, request, context, signal, i)
+  let i = 0
+  while (i < request.ids.length) {
     const read = deadline(context.stallTimeoutMs, signal)
-    let found: Answer
     try {
-      found = await untilAborted(answers[i] as Promise<Answer>, read.signal)
+      await untilAborted(reads.answers[i] as Promise<Answer>, read.signal)
     } finally {
       read.clear()
-      answers[i] = DONE // drop the block once sent: only READ_AHEAD of them are held at a time
     }
-    const parts = encodeResponseFrame(id, found.status, found.data)
+    // This answer, and the ones after it that are read already, in one send.
+    const small: Uint8Array[] = []
+    let parts: Uint8Array[] = []
+    let bytes = 0
+    while (i < request.ids.length && bytes < COALESCE_BYTES) {
+      const found = reads.ready[i]
+      if (found === undefined) break
+      const frame = encodeResponseFrame(request.ids[i] as Uint8Array, found.status, found.data)
+      const size = frame.reduce((sum, part) => sum + part.byteLength, 0)
+      if (size <= SMALL_ANSWER_BYTES) {
+        small.push(...frame)
+      } else {
+        if (small.length > 0) parts.push(Buffer.concat(small.splice(0)))
+        parts = parts.concat(frame)
+      }
+      bytes += size
+      // Drop the block once framed: only READ_AHEAD of them are held at a time.
+      reads.answers[i] = DONE
+      reads.ready[i] = undefined
+      i++
+      startRead(reads, request, context, signal, i - 1 + READ_AHEAD)
+    }
+    if (small.length > 0) parts.push(small.length === 1 ? small[0] as Uint8Array : Buffer.concat(small))
     await sendParts(stream, parts, { signal, idleMs: context.stallTimeoutMs })
-    context.traffic?.sent(peer, parts.reduce((sum, part) => sum + part.byteLength, 0))
-    startRead(answers, request, context, signal, i + READ_AHEAD)
+    context.traffic?.sent(peer, bytes)
   }
   return request.ids.length
 }
 
-function startRead (answers: Array<Promise<Answer> | undefined>, request: Request, context: ServerContext, signal: AbortSignal, i: number): void {
+interface Reads {
+  answers: Array<Promise<Answer> | undefined>
+  /** The answers that have been read, by index, until they are sent. */
+  ready: Array<Answer | undefined>
+}
+
+function startRead (reads: Reads, request: Request, context: ServerContext, signal: AbortSignal, i: number): void {
   const id = request.ids[i]
-  if (id === undefined || answers[i] !== undefined) return
-  answers[i] = lookUp(id, request.kind, context, signal)
+  if (id === undefined || reads.answers[i] !== undefined) return
+  reads.answers[i] = lookUp(id, request.kind, context, signal).then(found => {
+    if (reads.answers[i] !== DONE) reads.ready[i] = found
+    return found
+  })
 }
 
 /** The answer for one id; never rejects. */

@@ -8,21 +8,25 @@
  * `bazil get`).
  *
  * The objects are read through the store set's reader, so they come from whichever peer or
- * store answers best and are kept in the local store by the fan-out (`keep`); many requests in
- * flight share block-exchange want lists. Best effort: a failure (the peer went away) is
+ * store answers best and are kept in the local store by the fan-out (`keep`). Files start in
+ * groups (refilled once half of a group is done) and skip the local store, which has just been
+ * seen to lack them, so their reads reach a peer in the same tick and share one want list:
+ * started one by one, 291 of 390 requests for 2,000 files asked for one block each, and every
+ * request is a stream the peer has to set up. Best effort: a failure (the peer went away) is
  * logged, and the read falls back to being lazy.
  */
 import { walkTree } from '../cas/manifest.ts'
 import type { Cas } from '../cas/cas.ts'
 import type { EntryRecord } from '../sync/record.ts'
 import type { KV, KVHas } from '../kv/kv.ts'
+import type { FanoutReadOptions } from '../kv/fanout.ts'
 import { logger } from '../util/log.ts'
 
 const log = logger('bazil:prefetch')
 
 /** Files up to this size are fetched when their record arrives. */
 export const SMALL_FILE_BYTES = 256 * 1024
-/** Objects fetched at once. */
+/** Files fetched at once; more start when at most half of them are left. */
 const CONCURRENCY = 64
 /** Files waiting; beyond this, more are left lazy (a huge burst should not grow memory). */
 const MAX_QUEUED = 100_000
@@ -32,7 +36,7 @@ export interface PrefetchDeps {
   /** Where the objects should end up. */
   local: KV & KVHas
   /** Reads from any store or peer, keeping what it reads in the local store (the store set). */
-  reader: KV
+  reader: Pick<KV, 'get'> & { get: (key: Uint8Array, options?: FanoutReadOptions) => Promise<Uint8Array> }
   signal: AbortSignal
 }
 
@@ -57,6 +61,7 @@ export class Prefetcher {
   }
 
   #pump (): void {
+    if (this.#running > CONCURRENCY / 2) return
     while (this.#running < CONCURRENCY && this.#queue.length > 0 && !this.#deps.signal.aborted) {
       const next = this.#queue.shift()
       if (next === undefined) break
@@ -74,7 +79,7 @@ export class Prefetcher {
     const { cas, local, reader, signal } = this.#deps
     for await (const { id } of walkTree(cas, ref, { signal, size: ref.size })) {
       if (await local.has(id, { signal })) continue
-      await reader.get(id, { signal })
+      await reader.get(id, { signal, skipPrimary: true })
     }
   }
 }

@@ -131,6 +131,22 @@ describe('fetch and has', () => {
     expect(await client.services.blocks.has(server.peerId, ids)).toEqual(ids.map(id => byId.has(hex(id))))
   })
 
+  it('keeps the order of answers sent together: small and large blocks mixed, missing ones between', async () => {
+    const store = new MemoryStore()
+    const { server, client } = await startPair(store)
+    const sizes = [1000, 70_000, 10, 65_000, 300_000, 5, 5, 5, 64 * 1024, 2_000_000, 1, 1000]
+    const held = await Promise.all(sizes.map(async size => (await seed(store, 1, size))[0] as { id: Uint8Array, value: Uint8Array }))
+    const ids = held.flatMap(({ id }, i) => i % 4 === 1 ? [randomBytes(32), id] : [id])
+    const results = await collect(client.services.blocks.fetch(server.peerId, ids))
+    expect(results.map(r => hex(r.id))).toEqual(ids.map(hex))
+    const byId = new Map(held.map(({ id, value }) => [hex(id), value]))
+    for (const { id, value } of results) {
+      const expected = byId.get(hex(id))
+      if (expected === undefined) expect(value).toBeNull()
+      else expect(Buffer.compare(value as Uint8Array, expected)).toBe(0)
+    }
+  })
+
   it('counts the bytes on both sides', async () => {
     const store = new MemoryStore()
     const { server, client } = await startPair(store)
