@@ -173,7 +173,8 @@ export class FanoutStore implements KV, KVHas {
 
   async get (key: Uint8Array, options?: FanoutReadOptions): Promise<Uint8Array> {
     throwIfAborted(options?.signal)
-    const order = options?.skipPrimary === true ? this.ordered().filter(m => m.primary !== true) : this.ordered()
+    const skipPrimary = options?.skipPrimary === true || await this.primariesLack(key, options)
+    const order = skipPrimary ? this.ordered().filter(m => m.primary !== true) : this.ordered()
     const race = new AbortController()
     const onAbort = (): void => { race.abort(options?.signal?.reason) }
     options?.signal?.addEventListener('abort', onAbort, { once: true })
@@ -266,6 +267,26 @@ export class FanoutStore implements KV, KVHas {
     } finally {
       options?.signal?.removeEventListener('abort', onAbort)
     }
+  }
+
+  /**
+   * True when every primary (local) store says, through `has`, that it lacks the key: a stat,
+   * where a get's miss is a read on the thread pool. The reads that a read-ahead starts
+   * together then reach a peer in the same tick and share its want list, instead of each
+   * arriving after its own miss. A `has` that fails says nothing (the store is asked).
+   */
+  private async primariesLack (key: Uint8Array, options?: KVOptions): Promise<boolean> {
+    const primaries = this.members.filter(m => m.primary === true)
+    if (primaries.length === 0 || primaries.length === this.members.length) return false
+    for (const m of primaries) {
+      if (!hasCapability(m.kv, 'has')) return false
+      try {
+        if (await m.kv.has(key, options)) return false
+      } catch {
+        return false
+      }
+    }
+    return true
   }
 
   /** Members in the order to ask: closed breakers first, by expected time; open ones last. */

@@ -88,6 +88,21 @@ describe('FanoutStore', () => {
     expect(local.gets).toBe(1)
   })
 
+  it('asks a primary with `has` first, and goes straight to the others when it lacks the key', async () => {
+    class LocalStore extends TestStore {
+      async has (k: Uint8Array): Promise<boolean> { return await this.inner.has(k) }
+    }
+    const local = new LocalStore()
+    const peer = new TestStore()
+    await peer.put(key, value)
+    const fanout = new FanoutStore([{ name: 'local', kv: local, primary: true }, { name: 'peer', kv: peer }], { initialStaggerMs: 10_000 })
+    expect(await fanout.get(key)).toEqual(value)
+    expect([local.gets, peer.gets]).toEqual([0, 1]) // no miss on the local store first
+    await local.put(key, value)
+    expect(await fanout.get(key)).toEqual(value)
+    expect([local.gets, peer.gets]).toEqual([1, 1])
+  })
+
   it('opens the breaker of a failing store, skips it, and lets it back after a probe', async () => {
     const flaky = new TestStore()
     const good = new TestStore()
