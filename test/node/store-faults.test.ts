@@ -16,60 +16,20 @@ import { readdir, readFile, rm, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { describe, expect, it } from 'vitest'
 import { requireFuse, startBazil, testTarget } from '../helpers/mount.ts'
-import type { BazilMount, RunResult } from '../helpers/mount.ts'
+import type { BazilMount } from '../helpers/mount.ts'
 import { startLatencyProxy } from '../helpers/latency-proxy.ts'
 import { sharedRgw, startRgw } from '../helpers/rgw.ts'
-import type { RgwEndpoint } from '../helpers/rgw.ts'
 import { requireSshd, startSshd } from '../helpers/sshd.ts'
-import type { Sshd } from '../helpers/sshd.ts'
+import { addS3, addSftp, backlog, dropLocalCopies, json, replicated, status, until } from '../helpers/stores.ts'
 import { tmpDir } from '../helpers/tmp.ts'
-import type { StatusReport, StoreInfo } from '../../src/node/api.ts'
+import type { StoreInfo } from '../../src/node/api.ts'
 
 const kind = testTarget()
 const rgw = await sharedRgw()
 const LONG = 240_000
 
-async function json<T> (result: RunResult): Promise<T> {
-  expect(result.code, result.stderr).toBe(0)
-  return JSON.parse(result.stdout) as T
-}
-
 async function stores (node: BazilMount): Promise<Map<string, StoreInfo>> {
   return new Map((await json<StoreInfo[]>(await node.run(['store', 'list', '--json']))).map(s => [s.name, s]))
-}
-
-async function backlog (node: BazilMount): Promise<Map<string, { pending: number, lastError?: string }>> {
-  return new Map((await json<StatusReport>(await node.run(['status', '--json']))).replication.map(r => [r.store, r]))
-}
-
-/** Polls until `done` holds; the test's own timeout is the only deadline. */
-async function until (done: () => Promise<boolean>): Promise<void> {
-  while (!await done()) await new Promise(resolve => setTimeout(resolve, 100))
-}
-
-async function addS3 (node: BazilMount, name: string, s3: RgwEndpoint, endpoint = s3.endpoint): Promise<void> {
-  await writeFile(join(node.home, 's3.json'), JSON.stringify({ accessKeyId: s3.accessKeyId, secretAccessKey: s3.secretAccessKey }), { mode: 0o600 })
-  const bucket = `bazil-${randomBytes(4).toString('hex')}`
-  const added = await node.run(['store', 'add', name, `s3://${bucket}/vol?endpoint=${encodeURIComponent(endpoint)}&create=1`])
-  expect(added.code, added.stderr).toBe(0)
-}
-
-async function addSftp (node: BazilMount, name: string, sshd: Sshd): Promise<void> {
-  const keyFile = join(await tmpDir(), 'client.key')
-  await writeFile(keyFile, sshd.privateKey, { mode: 0o600 })
-  const added = await node.run(['store', 'add', name, `sftp://${sshd.username}@${sshd.host}:${sshd.port}${sshd.dataDir}/bazil?key=${keyFile}`])
-  expect(added.code, added.stderr).toBe(0)
-}
-
-async function replicated (node: BazilMount): Promise<void> {
-  await until(async () => [...(await backlog(node)).values()].every(r => r.pending === 0))
-}
-
-/** Restarts the daemon with an empty local store: every read must come from the other stores. */
-async function dropLocalCopies (node: BazilMount): Promise<void> {
-  await node.stop()
-  await rm(join(node.home, 'store', 'objects'), { recursive: true, force: true })
-  await node.restart()
 }
 
 /** Every file below `dir`, by path relative to it. */
@@ -169,7 +129,7 @@ describe.runIf(kind === 'bazil' && requireFuse('bazil') && requireSshd() && !('u
     await node.restart() // every object in the local store, and so queued, before any is dropped
     // The objects picked for box fail there, then go to cloud: the policy is met without box.
     await until(async () => {
-      const report = await json<StatusReport>(await node.run(['status', '--json']))
+      const report = await status(node)
       return report.underReplicated === 0 && report.chunks > 0 && report.replication.find(r => r.store === 'box')?.lastError !== undefined
     })
     await dropLocalCopies(node)
