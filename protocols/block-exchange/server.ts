@@ -101,7 +101,7 @@ async function answer (stream: Stream, peer: string, request: Request, context: 
     }
     // This answer, and the ones after it that are read already, in one send.
     const small: Uint8Array[] = []
-    let parts: Uint8Array[] = []
+    const parts: Uint8Array[] = []
     let bytes = 0
     while (i < request.ids.length && bytes < COALESCE_BYTES) {
       const found = reads.ready[i]
@@ -112,14 +112,14 @@ async function answer (stream: Stream, peer: string, request: Request, context: 
         small.push(...frame)
       } else {
         if (small.length > 0) parts.push(Buffer.concat(small.splice(0)))
-        parts = parts.concat(frame)
+        parts.push(...frame)
       }
       bytes += size
       // Drop the block once framed: only READ_AHEAD of them are held at a time.
       reads.answers[i] = DONE
       reads.ready[i] = undefined
+      startRead(reads, request, context, signal, i + READ_AHEAD)
       i++
-      startRead(reads, request, context, signal, i - 1 + READ_AHEAD)
     }
     if (small.length > 0) parts.push(small.length === 1 ? small[0] as Uint8Array : Buffer.concat(small))
     await sendParts(stream, parts, { signal, idleMs: context.stallTimeoutMs })

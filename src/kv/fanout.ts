@@ -34,16 +34,6 @@ export interface FanoutMember {
   primary?: boolean
 }
 
-/** Read options of the fan-out. */
-export interface FanoutReadOptions extends KVOptions {
-  /**
-   * Leave out the primary stores (the caller has just seen that they lack the object): the
-   * others are asked at once, so reads started together reach a peer together and share its
-   * want lists, instead of each waiting for its own miss on the local disk first.
-   */
-  skipPrimary?: boolean
-}
-
 export interface FanoutOptions {
   /** Smallest stagger delay, ms. */
   minStaggerMs?: number
@@ -171,10 +161,9 @@ export class FanoutStore implements KV, KVHas {
     return false
   }
 
-  async get (key: Uint8Array, options?: FanoutReadOptions): Promise<Uint8Array> {
+  async get (key: Uint8Array, options?: KVOptions): Promise<Uint8Array> {
     throwIfAborted(options?.signal)
-    const skipPrimary = options?.skipPrimary === true || await this.primariesLack(key, options)
-    const order = skipPrimary ? this.ordered().filter(m => m.primary !== true) : this.ordered()
+    const order = await this.primariesLack(key, options) ? this.ordered().filter(m => m.primary !== true) : this.ordered()
     const race = new AbortController()
     const onAbort = (): void => { race.abort(options?.signal?.reason) }
     options?.signal?.addEventListener('abort', onAbort, { once: true })

@@ -9,8 +9,8 @@
  *
  * The objects are read through the store set's reader, so they come from whichever peer or
  * store answers best and are kept in the local store by the fan-out (`keep`). Files start in
- * groups (refilled once half of a group is done) and skip the local store, which has just been
- * seen to lack them, so their reads reach a peer in the same tick and share one want list:
+ * groups (refilled once half of a group is done), and the fan-out goes straight to the peers
+ * for what the local store lacks, so their reads reach a peer in the same tick and share one want list:
  * started one by one, 291 of 390 requests for 2,000 files asked for one block each, and every
  * request is a stream the peer has to set up. Best effort: a failure (the peer went away) is
  * logged, and the read falls back to being lazy.
@@ -19,7 +19,6 @@ import { walkTree } from '../cas/manifest.ts'
 import type { Cas } from '../cas/cas.ts'
 import type { EntryRecord } from '../sync/record.ts'
 import type { KV, KVHas } from '../kv/kv.ts'
-import type { FanoutReadOptions } from '../kv/fanout.ts'
 import { logger } from '../util/log.ts'
 
 const log = logger('bazil:prefetch')
@@ -36,7 +35,7 @@ export interface PrefetchDeps {
   /** Where the objects should end up. */
   local: KV & KVHas
   /** Reads from any store or peer, keeping what it reads in the local store (the store set). */
-  reader: Pick<KV, 'get'> & { get: (key: Uint8Array, options?: FanoutReadOptions) => Promise<Uint8Array> }
+  reader: KV
   signal: AbortSignal
 }
 
@@ -79,7 +78,7 @@ export class Prefetcher {
     const { cas, local, reader, signal } = this.#deps
     for await (const { id } of walkTree(cas, ref, { signal, size: ref.size })) {
       if (await local.has(id, { signal })) continue
-      await reader.get(id, { signal, skipPrimary: true })
+      await reader.get(id, { signal })
     }
   }
 }

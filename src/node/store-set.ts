@@ -9,7 +9,7 @@
  */
 import { join } from 'node:path'
 import { FanoutStore } from '../kv/fanout.ts'
-import type { FanoutMember, FanoutReadOptions, MemberStatus } from '../kv/fanout.ts'
+import type { FanoutMember, MemberStatus } from '../kv/fanout.ts'
 import { DEFAULT_REROUTE_AFTER_MS, ReplicationQueue } from '../kv/replication.ts'
 import type { TargetBacklog } from '../kv/replication.ts'
 import { hasCapability } from '../kv/kv.ts'
@@ -156,7 +156,7 @@ export class StoreSet implements KV, KVHas, KVFlush {
 
   private remoteNames (): string[] { return this.remotes.map(s => s.config.name) }
 
-  async get (key: Uint8Array, options?: FanoutReadOptions): Promise<Uint8Array> {
+  async get (key: Uint8Array, options?: KVOptions): Promise<Uint8Array> {
     return await this.fanout.get(key, options)
   }
 

@@ -358,7 +358,7 @@ async function until (what: string, check: () => boolean): Promise<void> {
   }
 }
 
-describe.skipIf(fuseMissing !== undefined)('FUSE edge: write-behind', () => {
+describe.skipIf(fuseMissing !== undefined)(`FUSE edge: write-behind${fuseMissing === undefined ? '' : ` (skipped: ${fuseMissing})`}`, () => {
   let backing: string
   let mnt: string
   let gated: ReturnType<typeof gatedWriteBehind>

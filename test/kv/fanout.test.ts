@@ -74,20 +74,6 @@ describe('FanoutStore', () => {
     await expect(new FanoutStore([{ name: 'down', kv: down }]).get(key)).rejects.toSatisfy(e => isBazilError(e, 'UNAVAILABLE'))
   })
 
-  it('skipPrimary asks only the other stores, at once', async () => {
-    const local = new TestStore()
-    const peer = new TestStore()
-    await local.put(key, new Uint8Array([9]))
-    await peer.put(key, value)
-    const fanout = new FanoutStore([{ name: 'local', kv: local, primary: true }, { name: 'peer', kv: peer }], { initialStaggerMs: 10_000 })
-    expect(await fanout.get(key)).toEqual(new Uint8Array([9]))
-    expect(await fanout.get(key, { skipPrimary: true })).toEqual(value)
-    expect([local.gets, peer.gets]).toEqual([1, 1])
-    const alone = new FanoutStore([{ name: 'local', kv: local, primary: true }])
-    await expect(alone.get(key, { skipPrimary: true })).rejects.toSatisfy(e => isBazilError(e, 'NOT_FOUND'))
-    expect(local.gets).toBe(1)
-  })
-
   it('asks a primary with `has` first, and goes straight to the others when it lacks the key', async () => {
     class LocalStore extends TestStore {
       async has (k: Uint8Array): Promise<boolean> { return await this.inner.has(k) }
