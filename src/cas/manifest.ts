@@ -160,9 +160,7 @@ export class ContentReader {
       if (isZeroId(id)) {
         target.fill(0, at, at + n)
       } else {
-        const chunk = await this.cas.get(id, options)
-        if (chunk.byteLength !== chunkLength) throw new BazilError(ErrorCode.CORRUPT, 'chunk length does not match its manifest')
-        target.set(chunk.subarray(pos - start, pos - start + n), at)
+        await this.cas.readInto(id, chunkLength, pos - start, n, target, at, options)
       }
       pos += n
     }
@@ -194,7 +192,7 @@ export class ContentReader {
         if ((resumed || chunks >= 1) && at >= until) break
       }
       if (frontier !== undefined) frontier.to = Math.max(frontier.to, at)
-      await Promise.all(wanted.map(async id => await this.cas.get(id, options).catch(() => {})))
+      await Promise.all(wanted.map(async id => { await this.cas.load(id, options).catch(() => {}) }))
     }
     fetch().catch(() => {})
   }

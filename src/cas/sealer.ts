@@ -7,23 +7,28 @@
 import { Worker } from 'node:worker_threads'
 import { BazilError, ErrorCode } from '../errors.ts'
 import type { ContentKeys } from './keys.ts'
+import { SlotPool } from './slots.ts'
+import type { SlotRef } from './slots.ts'
 
 interface Pending {
   resolve: (value: Reply) => void
   reject: (err: unknown) => void
 }
 
-interface Reply { seq: number, id?: Uint8Array, sealed?: Uint8Array, plain?: Uint8Array, error?: string, code?: string }
+interface Reply { seq: number, id?: Uint8Array, sealed?: Uint8Array, plain?: Uint8Array, length?: number, error?: string, code?: string }
 
 export class Sealer {
+  /** Memory shared with the worker for chunks opened there (see slots.ts). */
+  readonly slots: SlotPool
   private readonly worker: Worker
   private readonly pending = new Map<number, Pending>()
   private seq = 0
   private closed = false
 
-  constructor (keys: ContentKeys) {
+  constructor (keys: ContentKeys, slots = new SlotPool()) {
+    this.slots = slots
     this.worker = new Worker(new URL('./seal-worker-entry.mjs', import.meta.url), {
-      workerData: { idKey: keys.idKey, encKey: keys.encKey }
+      workerData: { keys: { idKey: keys.idKey, encKey: keys.encKey }, slots: slots.memory }
     })
     this.worker.unref()
     this.worker.on('message', (msg: Reply) => {
@@ -59,6 +64,31 @@ export class Sealer {
     const reply = await this.ask(seq => { this.worker.postMessage({ seq, id, sealed }, whole ? [sealed.buffer as ArrayBuffer] : []) })
     if (reply.plain === undefined) throw new BazilError(ErrorCode.IO, 'seal worker: no result')
     return reply.plain
+  }
+
+  /**
+   * Opens and verifies the `length` sealed bytes at the start of `slot` as the object `id`; the
+   * plaintext replaces them there. Resolves to its length. The slot must not be released before
+   * this settles (the worker writes into it until then).
+   */
+  async openInSlot (id: Uint8Array, slot: SlotRef, length: number): Promise<number> {
+    const reply = await this.ask(seq => { this.worker.postMessage({ seq, id, cls: slot.cls, index: slot.index, length }) })
+    if (reply.length === undefined) throw new BazilError(ErrorCode.IO, 'seal worker: no result')
+    return reply.length
+  }
+
+  /**
+   * Opens and verifies `sealed`, which must own its whole ArrayBuffer (it is transferred away),
+   * as the object `id`, writing the plaintext into `slot`. Resolves to its length. The slot
+   * must not be released before this settles. Transferring, rather than copying into the slot,
+   * lets go of `sealed` here at once (see DECISIONS.md, "Shared slots for chunks").
+   */
+  async openToSlot (id: Uint8Array, sealed: Uint8Array, slot: SlotRef): Promise<number> {
+    const reply = await this.ask(seq => {
+      this.worker.postMessage({ seq, id, sealed, cls: slot.cls, index: slot.index, length: sealed.byteLength }, [sealed.buffer as ArrayBuffer])
+    })
+    if (reply.length === undefined) throw new BazilError(ErrorCode.IO, 'seal worker: no result')
+    return reply.length
   }
 
   private async ask (send: (seq: number) => void): Promise<Reply> {

@@ -286,7 +286,7 @@ let loading: Promise<BazilFuseClass> | undefined
  */
 async function loadFuse (): Promise<BazilFuseClass> {
   loading ??= import('fuse-native').then(({ default: Fuse }) => {
-    if (Fuse.BAZIL_PATCH_LEVEL < 4) {
+    if (Fuse.BAZIL_PATCH_LEVEL < 5) {
       throw new BazilError(ErrorCode.UNAVAILABLE,
         'fuse-native is not patched (its prebuilt binary was loaded): run `npm install`, whose postinstall patches and rebuilds it')
     }

@@ -7,7 +7,7 @@ import { readdir, rm } from 'node:fs/promises'
 import { join } from 'node:path'
 import { LocalStore } from '../kv/local.ts'
 import { hasCapability } from '../kv/kv.ts'
-import { Cas, SEAL_ON_WORKER_BYTES } from '../cas/cas.ts'
+import { Cas } from '../cas/cas.ts'
 import { deriveContentKeys } from '../cas/keys.ts'
 import { Sealer } from '../cas/sealer.ts'
 import { MetaStore } from '../fs/meta.ts'
@@ -81,14 +81,13 @@ export async function startNode (options: StartOptions): Promise<RunningNode> {
   const sealer = new Sealer(keys)
   let cas: Cas | undefined
   const validate = async (key: Uint8Array, sealed: Uint8Array): Promise<boolean> => {
-    let plain: Uint8Array
     try {
-      plain = sealed.byteLength >= SEAL_ON_WORKER_BYTES ? await sealer.open(key, sealed, { copy: true }) : openSealed(keys, key, sealed)
+      if (cas !== undefined) await cas.admit(key, sealed)
+      else openSealed(keys, key, sealed)
     } catch (err) {
       if (isBazilError(err, 'CORRUPT')) return false
       throw err
     }
-    cas?.remember(key, plain)
     return true
   }
   const store = await StoreSet.open(local, home.dir, await readStores(home.dir), validate, {

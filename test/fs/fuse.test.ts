@@ -95,6 +95,32 @@ describe.skipIf(fuseMissing !== undefined)(`FUSE edge${fuseMissing === undefined
     expect((await fs.stat(at('big'))).size).toBe(data.length)
   })
 
+  it('fills reads into a few reused buffers, and every read still gets its own bytes', async () => {
+    // A fresh external buffer per read made V8 collect garbage every 64 MiB read (patch level 5).
+    const data = randomBytes(8 * 1024 * 1024 + 5)
+    const other = randomBytes(8 * 1024 * 1024 + 7)
+    await fs.writeFile(join(backing, 'reused'), data)
+    await fs.writeFile(join(backing, 'reused-too'), other)
+    const seen = new Set<ArrayBufferLike>()
+    let reads = 0
+    const read = volume.read.bind(volume)
+    volume.read = async (fh, buffer, length, position) => {
+      reads++
+      seen.add(buffer.buffer)
+      return await read(fh, buffer, length, position)
+    }
+    try {
+      // Two readers at once, so reads are in flight together and must not share a buffer.
+      const [a, b] = await Promise.all([fs.readFile(at('reused')), fs.readFile(at('reused-too'))])
+      expect(a.equals(data)).toBe(true)
+      expect(b.equals(other)).toBe(true)
+    } finally {
+      volume.read = read
+    }
+    expect(reads).toBeGreaterThanOrEqual(128)
+    expect(seen.size).toBeLessThanOrEqual(16)
+  })
+
   it('shows the volume\'s inode numbers and lists . and ..', async () => {
     await fs.writeFile(at('ino'), 'x')
     expect((await fs.stat(at('ino'))).ino).toBe((await fs.stat(join(backing, 'ino'))).ino)
