@@ -228,7 +228,8 @@ export class FanoutStore implements KV, KVHas {
               }
               settled = true
               clearTimeout(timer)
-              race.abort()
+              // Only losers still running need the abort (it costs a DOMException per get).
+              if (inflight.size > 0) race.abort()
               // The caller owns what get resolves to (the CAS may transfer it to a worker), so
               // the background writes below get their own copy.
               const keep = this.options.keep && m.primary !== true

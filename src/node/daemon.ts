@@ -11,6 +11,7 @@ import { open, stat } from 'node:fs/promises'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { fileURLToPath } from 'node:url'
 import { BazilError, ErrorCode, isBazilError } from '../errors.ts'
+import { tuneDaemonGc } from '../util/gc.ts'
 import { logger } from '../util/log.ts'
 import type { StatusReport } from './api.ts'
 import { connectControl, serveControl } from './control.ts'
@@ -49,6 +50,7 @@ function networkArgs (options: DaemonOptions): string[] {
 /** Runs the node in this process until it is stopped; resolves after a clean unmount. */
 export async function runForeground (options: DaemonOptions & { onReady?: () => void }): Promise<void> {
   const { home, mount } = options
+  tuneDaemonGc()
   const lock = await acquireLock(home.lockPath)
   const note = daemonLog(home.logPath)
   const startup = new AbortController()
