@@ -122,10 +122,11 @@ export class Cas {
 
   /**
    * Fetches, opens and verifies a chunk. NOT_FOUND if absent, CORRUPT if it fails verification.
-   * The caller owns what this returns (a chunk held in a shared slot is copied out for it).
+   * The bytes may be the cache's own (do not change them); a chunk held in a shared slot is
+   * copied out, since the slot is reused once the cache drops it.
    */
   async get (id: Uint8Array, options?: KVOptions): Promise<Uint8Array> {
-    return await this.opened(id, options, (bytes, length) => bytes.slice(0, length))
+    return await this.opened(id, options, (bytes, length) => bytes.buffer instanceof SharedArrayBuffer ? bytes.slice(0, length) : bytes)
   }
 
   /**
