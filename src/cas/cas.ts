@@ -139,6 +139,9 @@ export class Cas {
       if (total !== chunkLength) throw new BazilError(ErrorCode.CORRUPT, 'chunk length does not match its manifest')
       target.set(bytes.subarray(offset, offset + length), at)
     })
+    // A read to the chunk's end is most likely a sequential reader done with it: it goes first
+    // when room is needed, before the read-ahead that reader has not reached yet.
+    if (offset + length === chunkLength) this.cache.demote(toHex(id))
   }
 
   /** Fetches and opens a chunk into the cache (read-ahead); resolves when it is there. */

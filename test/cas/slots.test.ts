@@ -2,7 +2,8 @@
  * Shared slots for opened chunks (slots.ts): the pool's bookkeeping, the cache's use of it (a
  * dropped chunk gives its slot back, a full pool makes the cache drop its oldest), and the CAS
  * read path through it: right bytes, copies that stay right after the slot is reused, CORRUPT
- * with the slot given back, and the caller's sealed bytes left alone by `admit`.
+ * with the slot given back, and the caller's sealed bytes left alone by `admit`; a chunk read to
+ * its end goes first when room is needed, so read-ahead the reader has not reached stays.
  */
 import { randomBytes } from 'node:crypto'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
@@ -75,6 +76,74 @@ describe('LruCache onDrop', () => {
     expect(cache.dropOldest(v => v.length === 1)).toBe(true) // the oldest that matches: 'e' ('zz' is older)
     cache.clear()
     expect(dropped).toEqual(['x', 'y', 'w', 'long', 'e', 'zz'])
+  })
+})
+
+describe('LruCache demote', () => {
+  it('evicts demoted values first, in demotion order, until they are used again', () => {
+    const dropped: string[] = []
+    const cache = new LruCache<string, string>(4, () => 1, v => dropped.push(v))
+    for (const k of ['a', 'b', 'c', 'd']) cache.set(k, k)
+    cache.demote('c')
+    cache.demote('b')
+    cache.demote('nope') // absent: nothing happens
+    cache.set('e', 'e')
+    expect(dropped).toEqual(['c']) // not 'a', the least recently used
+    expect(cache.get('b')).toBe('b') // used again: back among the recent
+    cache.set('f', 'f')
+    expect(dropped).toEqual(['c', 'a'])
+    cache.demote('e')
+    expect(cache.dropOldest(v => v !== 'e')).toBe(true) // a demoted value `pick` refuses is passed over
+    expect(dropped).toEqual(['c', 'a', 'd'])
+    cache.set('e', 'E') // replaced while demoted (the old value is dropped): the new one is recent
+    cache.set('g', 'g')
+    cache.set('h', 'h')
+    expect(dropped).toEqual(['c', 'a', 'd', 'e', 'b'])
+    cache.clear()
+    expect(dropped.slice(5).sort()).toEqual(['E', 'f', 'g', 'h'])
+  })
+})
+
+describe('Cas read-ahead against a full pool', () => {
+  it('a chunk read to its end makes room before one loaded ahead and not read yet', async () => {
+    const keys = deriveContentKeys(randomBytes(32))
+    const pool = new SlotPool([{ size: 300 * KiB, count: 3 }])
+    const sealer = new Sealer(keys, pool)
+    try {
+      const kv = new MemoryStore()
+      const writer = new Cas(kv, keys)
+      const chunks: Array<{ id: Uint8Array, plain: Uint8Array }> = []
+      for (let i = 0; i < 6; i++) {
+        const plain = new Uint8Array(randomBytes(200 * KiB + i))
+        chunks.push({ id: await writer.put(plain), plain })
+      }
+      let gets = 0
+      const counting = Object.assign(Object.create(kv) as MemoryStore, {
+        get: async (id: Uint8Array, options?: { signal?: AbortSignal }) => { gets++; return await kv.get(id, options) }
+      })
+      const cas = new Cas(counting, keys, { sealer })
+      const chunk = (i: number): { id: Uint8Array, plain: Uint8Array } => chunks[i] as { id: Uint8Array, plain: Uint8Array }
+      const read = async (i: number): Promise<void> => {
+        const { id, plain } = chunk(i)
+        const half = plain.byteLength >> 1
+        const target = new Uint8Array(plain.byteLength)
+        await cas.readInto(id, plain.byteLength, 0, half, target, 0)
+        await cas.readInto(id, plain.byteLength, half, plain.byteLength - half, target, half)
+        expect(Buffer.from(target).equals(plain)).toBe(true)
+      }
+      // A sequential reader two chunks ahead of itself, with room for three: each load must drop
+      // the chunk just read, never one loaded ahead (which a plain LRU would, as the older one).
+      await cas.load(chunk(0).id)
+      await cas.load(chunk(1).id)
+      for (let i = 0; i < chunks.length; i++) {
+        if (i + 2 < chunks.length) await cas.load(chunk(i + 2).id)
+        await read(i)
+      }
+      expect(gets).toBe(chunks.length) // every chunk fetched once
+      expect(pool.taken).toBe(3)
+    } finally {
+      await sealer.close()
+    }
   })
 })
 
